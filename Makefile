@@ -1,0 +1,37 @@
+# billingdb: `make demo` and `make test` work on a fresh machine (they create .venv).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help venv test lint demo bench snapshot clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)  ## create .venv and install billingdb with its test tools
+
+lint: $(STAMP)  ## lint every .sql file with sqlfluff (postgres dialect)
+	$(BIN)/sqlfluff lint sql
+
+test: lint  ## lint, then run the whole pytest suite on a real PostgreSQL
+	$(BIN)/pytest
+
+demo: $(STAMP)  ## start the embedded PostgreSQL, migrate to head, show what exists
+	$(BIN)/billingdb demo
+
+bench: $(STAMP)  ## benchmarks as ratios to pgbench on the same server
+	$(BIN)/python -m bench
+
+snapshot: $(STAMP)  ## regenerate tests/migrations/head_schema.txt from a fresh migration
+	$(BIN)/billingdb db snapshot --write tests/migrations/head_schema.txt
+
+clean:  ## remove the venv and the embedded database
+	-$(BIN)/billingdb db stop
+	rm -rf $(VENV) .billingdb

@@ -1,0 +1,96 @@
+"""Choosing the database: one function shared by the CLI, Alembic and the tests.
+
+Order of precedence:
+
+1. an explicit URL (``--database-url``),
+2. the ``DATABASE_URL`` environment variable,
+3. a named environment (``--env NAME`` / ``alembic -x env=NAME``) looked up in
+   ``billingdb.toml``: its value is a URL, or the name of an environment
+   variable that holds one,
+4. the embedded PostgreSQL under ``.billingdb/`` (started on demand).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from billingdb.errors import ConfigurationError
+
+__all__ = ["DatabaseChoice", "choose_database", "config_path", "sqlalchemy_url"]
+
+CONFIG_FILE = "billingdb.toml"
+
+
+@dataclass(frozen=True)
+class DatabaseChoice:
+    """A database URL and a human description of where it came from."""
+
+    url: str
+    source: str
+    env_name: str | None = None
+
+    @property
+    def is_prod(self) -> bool:
+        return self.env_name is not None and self.env_name.lower() in {"prod", "production"}
+
+
+def config_path() -> Path:
+    """``$BILLINGDB_CONFIG`` or ``./billingdb.toml``."""
+    return Path(os.environ.get("BILLINGDB_CONFIG", CONFIG_FILE))
+
+
+def _lookup_environment(name: str) -> DatabaseChoice:
+    path = config_path()
+    if not path.is_file():
+        raise ConfigurationError(f'no environment "{name}": {path} does not exist')
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{path} is not valid TOML: {exc}") from None
+    environments = data.get("environments", {})
+    if name not in environments:
+        known = ", ".join(sorted(environments)) or "none"
+        raise ConfigurationError(f'no environment "{name}" in {path} (known: {known})')
+    value = environments[name]
+    if isinstance(value, dict):
+        value = value.get("url") or value.get("url_env")
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f'environment "{name}" in {path} must be a URL or a variable name')
+    if "://" in value:
+        return DatabaseChoice(value, f'environment "{name}" in {path}', name)
+    url = os.environ.get(value)
+    if not url:
+        raise ConfigurationError(
+            f'environment "{name}" in {path} names the variable {value}, which is not set'
+        )
+    return DatabaseChoice(url, f'environment "{name}" (${value})', name)
+
+
+def choose_database(
+    database_url: str | None = None,
+    env: str | None = None,
+    *,
+    start_embedded: bool = True,
+) -> DatabaseChoice:
+    """Return the database to use, following the documented precedence."""
+    if database_url:
+        return DatabaseChoice(database_url, "--database-url")
+    if os.environ.get("DATABASE_URL"):
+        return DatabaseChoice(os.environ["DATABASE_URL"], "DATABASE_URL")
+    if env:
+        return _lookup_environment(env)
+    from billingdb import embedded
+
+    url = embedded.url(start=start_embedded)
+    return DatabaseChoice(url, f"embedded PostgreSQL in {embedded.data_dir()}")
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The same URL with SQLAlchemy's psycopg 3 driver name."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    raise ConfigurationError(f"not a PostgreSQL URL: {url!r}")

@@ -1,0 +1,68 @@
+"""Connections and named queries.
+
+Python never carries SQL text: every statement it sends is a named query from
+``sql/queries/*.sql`` (a ``-- name: NAME`` line, a comment, a body), most of
+them one call of a SQL function.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from billingdb.errors import DatabaseUnavailable, translate
+from billingdb.paths import SQL_DIR
+
+__all__ = ["connect", "query", "run", "queries"]
+
+_NAME = re.compile(r"^--\s*name:\s*(\S+)\s*$", re.MULTILINE)
+
+
+@cache
+def queries() -> dict[str, str]:
+    """All named queries from ``sql/queries/*.sql``."""
+    found: dict[str, str] = {}
+    for path in sorted((SQL_DIR / "queries").glob("*.sql")):
+        parts = _NAME.split(path.read_text())
+        for name, body in zip(parts[1::2], parts[2::2], strict=True):
+            if name in found:
+                raise ValueError(f"query {name} is defined twice ({path})")
+            found[name] = body.strip()
+    return found
+
+
+@contextmanager
+def connect(url: str, *, autocommit: bool = True) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    """A psycopg connection with dict rows; connection failures become DatabaseUnavailable."""
+    try:
+        conn = psycopg.connect(url, autocommit=autocommit, row_factory=dict_row, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatabaseUnavailable(f"cannot connect to the database: {first}") from None
+    except psycopg.ProgrammingError as exc:
+        raise DatabaseUnavailable(f"invalid database URL: {exc}") from None
+    with conn:
+        yield conn
+
+
+def run(conn: psycopg.Connection[Any], name: str, params: Any = None) -> list[dict[str, Any]]:
+    """Execute the named query; SQL errors are translated to billingdb exceptions."""
+    try:
+        cur = conn.execute(queries()[name], params)
+        return list(cur.fetchall()) if cur.description else []
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+
+
+def query(conn: psycopg.Connection[Any], name: str, params: Any = None) -> Any:
+    """The single value of the first row of the named query (None when no row)."""
+    rows = run(conn, name, params)
+    if not rows:
+        return None
+    return next(iter(rows[0].values()))

@@ -1,0 +1,103 @@
+"""Every error billingdb raises, in one place.
+
+SQL functions raise with ``USING ERRCODE``: either a standard SQLSTATE
+(``22023`` for an invalid argument) or one of billingdb's own codes in the
+reserved class ``BD``. :data:`SQLSTATES` lists each code with its meaning;
+:func:`translate` maps a psycopg error to the one Python exception class for
+its code. Tests match codes, never message text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "SQLSTATES",
+    "BillingError",
+    "ConfigurationError",
+    "DatabaseUnavailable",
+    "InvalidArgument",
+    "UnknownCustomer",
+    "UnknownUser",
+    "UnknownPlan",
+    "CustomerConflict",
+    "translate",
+]
+
+
+class BillingError(Exception):
+    """Base of every billingdb error; ``sqlstate`` is set when the database raised it."""
+
+    sqlstate: str | None = None
+
+    def __init__(self, message: str, *, sqlstate: str | None = None, hint: str | None = None,
+                 detail: str | None = None) -> None:
+        super().__init__(message)
+        if sqlstate is not None:
+            self.sqlstate = sqlstate
+        self.hint = hint
+        self.detail = detail
+
+
+class ConfigurationError(BillingError):
+    """The database or an environment could not be chosen from the configuration."""
+
+
+class DatabaseUnavailable(BillingError):
+    """The chosen database could not be reached."""
+
+
+class InvalidArgument(BillingError):
+    """An argument was null, negative or malformed (SQLSTATE 22023)."""
+
+    sqlstate = "22023"
+
+
+class UnknownCustomer(BillingError):
+    """A Stripe customer id that no user is linked to (SQLSTATE BD001)."""
+
+    sqlstate = "BD001"
+
+
+class UnknownUser(BillingError):
+    """A user id that billingdb has no record of (SQLSTATE BD002)."""
+
+    sqlstate = "BD002"
+
+
+class UnknownPlan(BillingError):
+    """A Stripe price id that is not a known plan (SQLSTATE BD003)."""
+
+    sqlstate = "BD003"
+
+
+class CustomerConflict(BillingError):
+    """A user or Stripe customer is already linked to someone else (SQLSTATE BD004)."""
+
+    sqlstate = "BD004"
+
+
+#: SQLSTATE -> (exception class, meaning). The reserved class is ``BD``.
+SQLSTATES: dict[str, tuple[type[BillingError], str]] = {
+    "22023": (InvalidArgument, "invalid argument: null, out of range or malformed"),
+    "BD001": (UnknownCustomer, "unknown Stripe customer: no user is linked to it"),
+    "BD002": (UnknownUser, "unknown user"),
+    "BD003": (UnknownPlan, "unknown plan: the Stripe price is not in public.plans"),
+    "BD004": (CustomerConflict, "the user or the Stripe customer is already linked elsewhere"),
+}
+
+
+def translate(exc: Any) -> BaseException:
+    """Map a psycopg error to billingdb's exception for its SQLSTATE (or return it unchanged)."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    entry = SQLSTATES.get(sqlstate or "")
+    if entry is None:
+        return exc
+    diag = getattr(exc, "diag", None)
+    message = getattr(diag, "message_primary", None) or str(exc)
+    return entry[0](
+        message,
+        sqlstate=sqlstate,
+        hint=getattr(diag, "message_hint", None),
+        detail=getattr(diag, "message_detail", None),
+    )
