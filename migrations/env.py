@@ -9,15 +9,18 @@ transaction.
 from __future__ import annotations
 
 import sys
+from logging.config import fileConfig
 
 from alembic import context
-from sqlalchemy import create_engine, pool
+from sqlalchemy import Engine, create_engine, pool
 from sqlalchemy.exc import OperationalError
 
 from billingdb.config import choose_database, sqlalchemy_url
 from billingdb.errors import BillingError
 
 config = context.config
+if config.config_file_name and config.attributes.get("configure_logger", True):
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 
 def _url() -> str:
@@ -50,9 +53,13 @@ def _run(connection) -> None:  # type: ignore[no-untyped-def]
 
 
 def run_migrations_online() -> None:
-    connection = config.attributes.get("connection")
-    if connection is not None:  # given by pytest-alembic or a caller
-        _run(connection)
+    given = config.attributes.get("connection")
+    if isinstance(given, Engine):  # pytest-alembic hands over an engine
+        with given.connect() as connection:
+            _run(connection)
+        return
+    if given is not None:  # a caller's open connection
+        _run(given)
         return
     url = _url()
     engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)

@@ -201,3 +201,7 @@ WHERE
         WHERE d.objid = p.oid AND d.deptype = 'e'
     )
 ORDER BY kind DESC, name ASC;
+
+-- name: server_version
+-- The server's version string.
+SELECT pg_catalog.version() AS version;

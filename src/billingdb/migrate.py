@@ -44,7 +44,8 @@ def _execute(sql: str) -> None:
         import sqlalchemy as sa
 
         # Offline: emitted as text. A backslash-escaped colon renders as ':'.
-        op.execute(sa.text(sql.replace(":", "\\:")))
+        # Alembic adds the terminating ';' itself.
+        op.execute(sa.text(sql.rstrip().removesuffix(";").replace(":", "\\:")))
     else:
         # Online: the raw driver string on Alembic's connection, in its transaction.
         # psycopg sends a parameterless string with the simple protocol, so a file

@@ -1,0 +1,3 @@
+"""Test suite configuration: billingdb's pytest plugin provides the database fixtures."""
+
+pytest_plugins = ["billingdb.testing"]
