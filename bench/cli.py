@@ -1,0 +1,225 @@
+"""Options and the order of a run: server, databases, baselines, our calls, report.
+
+    python -m bench [--clients 1,4] [--duration 10] [--quick] [--users N]
+                    [--scale N] [--protocol prepared] [--only NAME,...] [--output PATH]
+
+Exit status 0 when every selected benchmark was measured (or skipped because
+its functions do not exist yet), whether or not targets are met; 1 on errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from bench import pgbench, sqlfiles
+from bench.benchmarks import BENCHMARKS, Benchmark, Context, Options, by_name
+from bench.errors import BenchError
+from bench.report import RESULTS_DIR, Report
+from bench.server import databases, log, open_server
+
+__all__ = ["main", "plan"]
+
+
+def _client_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError("client counts must be positive integers")
+    return tuple(dict.fromkeys(values))
+
+
+def parse_args(argv: list[str] | None) -> tuple[Options, list[str] | None, Path]:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--clients", type=_client_list, default=None, help="client counts (default 1,4)")
+    p.add_argument("--duration", type=float, default=None, help="seconds per run (default 10)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 s per run, 1000 users")
+    p.add_argument("--users", type=int, default=None, help="seeded users (default 10000)")
+    p.add_argument("--scale", type=int, default=None,
+                   help="pgbench scale factor (default 10, at least the largest client count)")
+    p.add_argument("--protocol", choices=("simple", "extended", "prepared"), default="prepared",
+                   help="pgbench query mode for every run, baselines included (default prepared)")
+    p.add_argument("--only", default=None,
+                   help="comma-separated benchmark names (their baselines run too): "
+                   + ", ".join(b.name for b in BENCHMARKS))
+    p.add_argument("--output", type=Path, default=RESULTS_DIR / "latest.json", help="JSON report path")
+    a = p.parse_args(argv)
+    opts = Options()
+    opts.clients = a.clients or opts.clients
+    opts.duration = a.duration if a.duration is not None else (2.0 if a.quick else opts.duration)
+    opts.users = a.users if a.users is not None else (1000 if a.quick else opts.users)
+    opts.protocol = a.protocol
+    if opts.duration < 1 or opts.users < 1:
+        p.error("--duration and --users must be at least 1")
+    only = [x.strip() for x in a.only.split(",") if x.strip()] if a.only else None
+    if only:
+        unknown = sorted(set(only) - set(by_name()))
+        if unknown:
+            p.error(f"unknown benchmark(s): {', '.join(unknown)}")
+    opts.scale = a.scale if a.scale is not None else max(opts.scale, *opts.clients)
+    return opts, only, a.output
+
+
+def plan(options: Options, only: list[str] | None) -> list[tuple[Benchmark, tuple[int, ...]]]:
+    """The selected benchmarks in list order with their client counts; a baseline runs at
+    every client count something compares with it."""
+    benches = by_name()
+    selected = set(only) if only else set(benches)
+    selected |= {benches[n].baseline for n in list(selected) if benches[n].baseline}  # type: ignore[misc]
+    clients: dict[str, list[int]] = {}
+    for b in BENCHMARKS:
+        if b.name in selected:
+            clients.setdefault(b.name, []).extend(b.clients or options.clients)
+    for b in BENCHMARKS:
+        if b.name in selected and b.baseline:
+            clients[b.baseline].extend(clients[b.name])
+    return [(b, tuple(sorted(set(clients[b.name])))) for b in BENCHMARKS if b.name in selected]
+
+
+def _prepare_pgbench(ctx: Context) -> None:
+    log(f"pgbench -i -s {ctx.options.scale}")
+    pgbench.initialize(ctx.pgbench, ctx.urls["pgbench"], ctx.options.scale)
+
+
+def _prepare_billingdb(ctx: Context) -> None:
+    from alembic import command
+
+    from billingdb.migrate import alembic_config
+
+    log("alembic upgrade head")
+    try:
+        command.upgrade(alembic_config(url=ctx.urls["billingdb"]), "head")
+    except Exception as exc:
+        raise BenchError(f"migrating the bench database to head failed: {exc}") from exc
+
+
+PREPARE = {"pgbench": _prepare_pgbench, "billingdb": _prepare_billingdb}
+
+
+def _checkpoint(ctx: Context, database: str) -> None:
+    if "no-checkpoint" in ctx.done:
+        return
+    try:
+        with ctx.connect(database) as conn:
+            sqlfiles.run(conn, "checkpoint")
+    except BenchError as exc:  # not allowed on a managed server: runs go on without it
+        log(f"note: {exc}; runs go on without a checkpoint before each")
+        ctx.done.add("no-checkpoint")
+
+
+def _counter(ctx: Context, bench: Benchmark) -> int | None:
+    if not bench.counter:
+        return None
+    with ctx.connect(bench.database) as conn:
+        return int(sqlfiles.value(conn, bench.counter))
+
+
+def _measure(ctx: Context, bench: Benchmark, clients: int) -> pgbench.Measurement:
+    if bench.measure:
+        return bench.measure(ctx, bench, clients)
+    return pgbench.run(
+        ctx.pgbench,
+        ctx.urls[bench.database],
+        clients=clients,
+        duration=ctx.options.duration,
+        protocol=ctx.options.protocol,
+        builtin=bench.builtin,
+        script=sqlfiles.SCRIPTS_DIR / bench.script if bench.script else None,
+        variables=ctx.variables if bench.script else None,
+        what=f"{bench.name} at {clients} clients",
+    )
+
+
+def _missing(ctx: Context, bench: Benchmark) -> list[str]:
+    if not bench.requires:
+        return []
+    with ctx.connect(bench.database) as conn:
+        return list(sqlfiles.value(conn, "missing_functions", {"names": list(bench.requires)}))
+
+
+def _run_all(ctx: Context, runs: list[tuple[Benchmark, tuple[int, ...]]], report: Report) -> None:
+    for bench, client_counts in runs:
+        missing = _missing(ctx, bench)
+        if missing:
+            reason = "not at head yet: " + ", ".join(f"public.{m}" for m in missing)
+            log(f"{bench.name}: skipped, {reason}")
+            for clients in client_counts:
+                report.skip(bench, clients, reason)
+            continue
+        for clients in client_counts:
+            if bench.setup:
+                bench.setup(ctx)
+            if bench.check:
+                bench.check(ctx)
+            _checkpoint(ctx, bench.database)
+            before = _counter(ctx, bench)
+            log(f"{bench.label}: {clients} client{'s' if clients != 1 else ''}, {ctx.options.duration:g} s")
+            result = _measure(ctx, bench, clients)
+            after = _counter(ctx, bench)
+            if before is not None and after is not None and after - before != result.transactions:
+                raise BenchError(
+                    f"{bench.name} at {clients} clients: pgbench counted {result.transactions} transactions "
+                    f"but {bench.counter} grew by {after - before} (refused or doubled calls?)"
+                )
+            log(f"  {result.tps:.1f} tps")
+            report.add(bench, clients, result)
+
+
+def _header(options: Options, server: Any, pgbench_version: str, info: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "server": {"source": server.source, "embedded": server.embedded, **info},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "pgbench": pgbench_version,
+        "options": {
+            "clients": list(options.clients), "duration": options.duration, "users": options.users,
+            "scale": options.scale, "protocol": options.protocol,
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+    options, only, output = parse_args(argv)
+    runs = plan(options, only)
+    started = time.monotonic()
+    report: Report | None = None
+    try:
+        with open_server() as server:
+            binary, version = pgbench.find_pgbench(external_server=not server.embedded)
+            needed = list(dict.fromkeys(b.database for b, _ in runs))
+            with databases(server, needed) as urls:
+                ctx = Context(binary, urls, options)
+                with ctx.connect(needed[0]) as conn:
+                    info = sqlfiles.run(conn, "server_info")[0]
+                report = Report(_header(options, server, version, info))
+                for name in needed:
+                    PREPARE[name](ctx)
+                _run_all(ctx, runs, report)
+    except BenchError as exc:
+        if report is None:
+            print(f"bench: error: {exc}", file=sys.stderr)
+            return 1
+        report.error = str(exc)
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+    assert report is not None
+    report.compare(by_name())
+    report.header["elapsed_seconds"] = round(time.monotonic() - started, 1)
+    report.write(output)
+    print(report.table())
+    print(f"\nJSON: {output}")
+    if report.error:
+        print(f"bench: error: {report.error}", file=sys.stderr)
+        return 1
+    return 0
