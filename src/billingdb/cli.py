@@ -16,6 +16,7 @@ import typer
 
 from billingdb import config, db, embedded
 from billingdb.errors import BillingError, ConfigurationError, DatabaseUnavailable
+from billingdb.events_cli import events_app, serve_command
 
 __all__ = ["app", "main"]
 
@@ -29,6 +30,8 @@ db_app = typer.Typer(
     help="Migrate the database (Alembic) and inspect its schema.", no_args_is_help=True
 )
 app.add_typer(db_app, name="db")
+app.add_typer(events_app, name="events")
+app.command("serve")(serve_command)
 
 DatabaseUrl = Annotated[
     str | None,

@@ -1,0 +1,58 @@
+-- name: process_stripe_event
+-- Record, dispatch and answer one Stripe event: {event_id, status, detail}.
+SELECT public.process_stripe_event(%(event)s::jsonb) AS result;
+
+-- name: retry_stripe_event
+-- Re-process a failed or pending event from its stored payload.
+SELECT public.retry_stripe_event(%(event_id)s) AS result;
+
+-- name: list_stripe_events
+-- The runbook's view of the event log, newest first; status and since are optional filters.
+SELECT
+    e.stripe_event_id,
+    e.event_type,
+    e.object_id,
+    e.status,
+    e.processed,
+    e.error,
+    e.retry_count,
+    e.customer_id,
+    e.subscription_id,
+    e.event_created,
+    e.created_at,
+    e.processed_at
+FROM public.stripe_events AS e
+WHERE
+    (%(status)s::text IS null OR e.status = %(status)s::text)
+    AND e.created_at >= coalesce(%(since)s::timestamptz, '-infinity'::timestamptz)
+ORDER BY e.created_at DESC, e.id DESC
+LIMIT %(max_rows)s;
+
+-- name: get_stripe_event
+-- One event's whole record, payload included.
+SELECT
+    e.stripe_event_id,
+    e.event_type,
+    e.object_id,
+    e.status,
+    e.processed,
+    e.processed_at,
+    e.error,
+    e.retry_count,
+    e.api_version,
+    e.livemode,
+    e.customer_id,
+    e.subscription_id,
+    e.event_created,
+    e.created_at,
+    e.detail,
+    e.payload
+FROM public.stripe_events AS e
+WHERE e.stripe_event_id = %(event_id)s;
+
+-- name: failed_stripe_event_ids
+-- Every event that needs a retry (failed, or marked unprocessed by hand), oldest first.
+SELECT e.stripe_event_id
+FROM public.stripe_events AS e
+WHERE NOT e.processed AND e.status <> 'pending'
+ORDER BY e.event_created, e.stripe_event_id;

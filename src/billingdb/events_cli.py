@@ -1,0 +1,261 @@
+"""``billingdb events ...`` and ``billingdb serve``: the webhook side of the command line.
+
+- ``events list [--failed | --pending] [--since 2h|2026-01-01]``: the log of
+  received events (the seed's runbook query), newest first;
+- ``events show ID``: one event with its payload and processing record;
+- ``events retry ID | --all-failed``: ``retry_stripe_event`` from the stored
+  payload;
+- ``events replay FILE...``: JSON event files (an event, an array of events, or
+  JSON lines) through ``process_stripe_event``, as a webhook would, for
+  backfills;
+- ``serve``: the HTTP service (webhook intake and health check) under uvicorn.
+
+Exit codes: 0 when everything ended processed (or duplicate, ignored, stale,
+pending), 1 when an event failed or was refused, 2 when the database cannot be
+chosen or reached (as every billingdb command).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from billingdb import config, db, webhooks
+from billingdb.errors import ConfigurationError
+
+__all__ = ["events_app", "serve_command", "read_event_files", "parse_since"]
+
+events_app = typer.Typer(
+    help="Stripe webhook events: list, show, retry, replay (process_stripe_event).", no_args_is_help=True
+)
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option("--database-url", help="PostgreSQL URL; overrides DATABASE_URL and --env.", show_default=False),
+]
+EnvName = Annotated[
+    str | None,
+    typer.Option("--env", help="Environment name looked up in billingdb.toml (e.g. nonprod, prod).",
+                 show_default=False),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+#: Statuses that mean the event needs no more work.
+OK_STATUSES = frozenset({"processed", "duplicate", "ignored", "stale", "pending"})
+
+
+def parse_since(value: str | None, now: datetime | None = None) -> datetime | None:
+    """``30m``, ``2h``, ``7d``, ``1w`` (ago) or an ISO date/time (UTC when no offset)."""
+    if value is None:
+        return None
+    match = _DURATION.match(value)
+    if match:
+        delta = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        return (now or datetime.now(UTC)) - delta
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is neither a duration (30m, 2h, 7d) nor an ISO date") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _choose(database_url: str | None, env: str | None) -> config.DatabaseChoice:
+    return config.choose_database(database_url, env)
+
+
+def _short(text: Any, width: int) -> str:
+    s = "" if text is None else str(text).replace("\n", " ")
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+@events_app.command("list")
+def list_events(
+    failed: Annotated[bool, typer.Option("--failed", help="Only events whose processing failed.")] = False,
+    pending: Annotated[bool, typer.Option("--pending", help="Only events waiting for their customer's link.")] = False,
+    since: Annotated[str | None, typer.Option(help="Received since: 30m, 2h, 7d or an ISO date.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many rows.")] = 50,
+    as_json: AsJson = False,
+    database_url: DatabaseUrl = None,
+    env: EnvName = None,
+) -> None:
+    """List received events, newest first (the runbook's `SELECT ... FROM stripe_events`)."""
+    if failed and pending:
+        raise typer.BadParameter("--failed and --pending exclude each other")
+    status = "failed" if failed else "pending" if pending else None
+    with db.connect(_choose(database_url, env).url) as conn:
+        rows = db.run(conn, "list_stripe_events",
+                      {"status": status, "since": parse_since(since), "max_rows": limit})
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        typer.echo("no events")
+        return
+    typer.echo(f"{'received':<19}  {'event':<30}  {'type':<32}  {'status':<9}  {'tries':>5}  error")
+    for r in rows:
+        typer.echo(
+            f"{r['created_at']:%Y-%m-%d %H:%M:%S}  {_short(r['stripe_event_id'], 30):<30}  "
+            f"{_short(r['event_type'], 32):<32}  {r['status']:<9}  {r['retry_count']:>5}  {_short(r['error'], 60)}"
+        )
+
+
+@events_app.command("show")
+def show_event(
+    event_id: Annotated[str, typer.Argument(metavar="ID", help="The Stripe event id (evt_...).")],
+    as_json: AsJson = False,
+    database_url: DatabaseUrl = None,
+    env: EnvName = None,
+) -> None:
+    """Show one event: its processing record and payload."""
+    with db.connect(_choose(database_url, env).url) as conn:
+        rows = db.run(conn, "get_stripe_event", {"event_id": event_id})
+    if not rows:
+        typer.echo(f"error: no event {event_id}", err=True)
+        raise typer.Exit(1)
+    row = rows[0]
+    if as_json:
+        _print_json(row)
+        return
+    for key, value in row.items():
+        if key != "payload":
+            typer.echo(f"{key:<16} {'' if value is None else value}")
+    typer.echo("payload:")
+    typer.echo(json.dumps(row["payload"], indent=2))
+
+
+def _report(result: dict[str, Any]) -> str:
+    detail = result.get("detail") or {}
+    extra = f": {detail.get('error')}" if isinstance(detail, dict) and detail.get("error") else ""
+    return f"{result.get('event_id')}  {result.get('status')}{extra}"
+
+
+@events_app.command("retry")
+def retry_events(
+    event_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="The event to retry.")] = None,
+    all_failed: Annotated[bool, typer.Option("--all-failed", help="Retry every failed event, oldest first.")] = False,
+    database_url: DatabaseUrl = None,
+    env: EnvName = None,
+) -> None:
+    """Re-process a failed or pending event from its stored payload (retry_stripe_event)."""
+    if (event_id is None) == (not all_failed):
+        raise typer.BadParameter("give an event ID or --all-failed (not both)")
+    with db.connect(_choose(database_url, env).url) as conn:
+        if event_id is not None:
+            result = db.query(conn, "retry_stripe_event", {"event_id": event_id})
+            typer.echo(_report(result))
+            raise typer.Exit(0 if result["status"] in OK_STATUSES else 1)
+        ids = [r["stripe_event_id"] for r in db.run(conn, "failed_stripe_event_ids")]
+        counts: Counter[str] = Counter()
+        with typer.progressbar(ids, label=f"retrying {len(ids)} failed events", file=sys.stderr) as bar:
+            for eid in bar:
+                result = db.query(conn, "retry_stripe_event", {"event_id": eid})
+                counts[result["status"]] += 1
+                if result["status"] not in OK_STATUSES:
+                    typer.echo("\n" + _report(result), err=True)
+    typer.echo(_summary(counts, len(ids)))
+    raise typer.Exit(0 if counts["failed"] == 0 else 1)
+
+
+def _summary(counts: Counter[str], total: int) -> str:
+    parts = ", ".join(f"{counts[k]} {k}" for k in sorted(counts))
+    return f"{total} events: {parts or 'nothing to do'}"
+
+
+def read_event_files(paths: list[Path]) -> Iterator[tuple[str, Any]]:
+    """(where, event) for each event in the files: an object, an array of objects, or JSON lines."""
+    for path in paths:
+        text = path.read_text(encoding="utf-8")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            # JSON lines: one event per non-blank line.
+            for n, line in enumerate(text.splitlines(), 1):
+                if line.strip():
+                    try:
+                        yield f"{path}:{n}", json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        yield f"{path}:{n}", webhooks.EventRejected(400, "malformed_json", str(exc))
+            continue
+        if isinstance(data, list):
+            for n, event in enumerate(data):
+                yield f"{path}[{n}]", event
+        else:
+            yield str(path), data
+
+
+@events_app.command("replay")
+def replay_events(
+    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, readable=True, metavar="FILE...",
+                                                help="JSON files: an event, an array of events, or JSON lines.")],
+    database_url: DatabaseUrl = None,
+    env: EnvName = None,
+) -> None:
+    """Feed event files through process_stripe_event, in file order (no signature check: trusted input)."""
+    items = list(read_event_files(files))
+    counts: Counter[str] = Counter()
+    problems: list[str] = []
+    with db.connect(_choose(database_url, env).url) as conn:
+        with typer.progressbar(items, label=f"replaying {len(items)} events", file=sys.stderr) as bar:
+            for where, event in bar:
+                try:
+                    if isinstance(event, webhooks.EventRejected):
+                        raise event
+                    result = webhooks.process_event(conn, event)
+                except webhooks.EventRejected as exc:
+                    counts["invalid"] += 1
+                    problems.append(f"{where}: invalid ({exc.code}): {exc}")
+                    continue
+                counts[result["status"]] += 1
+                if result["status"] not in OK_STATUSES:
+                    problems.append(f"{where}: {_report(result)}")
+    for line in problems:
+        typer.echo(line, err=True)
+    typer.echo(_summary(counts, len(items)))
+    raise typer.Exit(0 if not problems else 1)
+
+
+def serve_command(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    webhook_secret: Annotated[
+        list[str] | None,
+        typer.Option("--webhook-secret", help="Stripe endpoint secret (whsec_...); repeat during a rotation. "
+                     "Default: $STRIPE_WEBHOOK_SECRET (comma-separated).", show_default=False),
+    ] = None,
+    max_body: Annotated[int, typer.Option(help="Largest accepted webhook body in bytes (413 above).")] =
+        webhooks.DEFAULT_MAX_BODY,
+    pool_size: Annotated[int, typer.Option(min=1, help="Most database connections.")] = 10,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    database_url: DatabaseUrl = None,
+    env: EnvName = None,
+) -> None:
+    """Run the HTTP service: POST /stripe/webhook and GET /healthz."""
+    from billingdb import service
+
+    secrets = tuple(webhook_secret or ()) or webhooks.secrets_from_env(os.environ.get("STRIPE_WEBHOOK_SECRET"))
+    if not secrets:
+        raise ConfigurationError("no webhook secret: set STRIPE_WEBHOOK_SECRET or pass --webhook-secret")
+    choice = _choose(database_url, env)
+    settings = service.ServiceSettings(
+        database_url=choice.url,
+        webhook=webhooks.WebhookConfig(secrets=secrets, max_body=max_body),
+        pool_max=pool_size,
+    )
+    typer.echo(f"billingdb serve: http://{host}:{port}  database: {choice.source}  "
+               f"webhook secrets: {len(secrets)}", err=True)
+    service.serve(settings, host=host, port=port, log_level=log_level)

@@ -1,0 +1,142 @@
+"""The HTTP service: ``POST /stripe/webhook`` and ``GET /healthz``.
+
+Why Starlette: the service is a thin shell around SQL functions, so the
+framework should be small and stay out of the way. Starlette is ASGI (served by
+uvicorn, many concurrent slow clients cost little), gives raw request bytes
+(needed: the Stripe signature covers the exact body), has no ORM or validation
+layer to bypass, and ships a test client, so tests drive the real app in
+process. FastAPI would add pydantic and OpenAPI generation that the webhook does
+not need (it is built on Starlette, so routes can move there later if the
+application API wants it); Flask/Django are WSGI and bring more than we use.
+
+Database access is blocking psycopg through a small connection pool
+(``psycopg_pool``), run in Starlette's thread pool: every request is one call
+of a SQL function in autocommit mode, so there is nothing to gain from an async
+driver. :func:`create_app` takes extra ``routes`` so that other endpoints can
+share the same process, pool and settings.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from billingdb import db, webhooks
+
+__all__ = ["ServiceSettings", "create_app", "serve", "WEBHOOK_PATH"]
+
+log = logging.getLogger("billingdb.service")
+
+WEBHOOK_PATH = "/stripe/webhook"
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Everything the service needs: the database, the webhook checks, the pool size."""
+
+    database_url: str
+    webhook: webhooks.WebhookConfig
+    pool_min: int = 1
+    pool_max: int = 10
+    health_timeout: float = 2.0
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise webhooks.EventRejected(413, "payload_too_large", f"the body exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise webhooks.EventRejected(413, "payload_too_large", f"the body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json(outcome: webhooks.Outcome) -> JSONResponse:
+    return JSONResponse(outcome.body, status_code=outcome.status_code)
+
+
+async def stripe_webhook(request: Request) -> JSONResponse:
+    """Verify, validate and process one Stripe event (see billingdb.webhooks)."""
+    settings: ServiceSettings = request.app.state.settings
+    pool: ConnectionPool = request.app.state.pool
+    try:
+        body = await _read_body(request, settings.webhook.max_body)
+    except webhooks.EventRejected as exc:
+        return _json(exc.outcome())
+    outcome = await run_in_threadpool(
+        webhooks.handle, pool.connection, body, request.headers.get("stripe-signature"), settings.webhook
+    )
+    return _json(outcome)
+
+
+def _check_database(pool: ConnectionPool, timeout: float) -> str:
+    with pool.connection(timeout=timeout) as conn:
+        return str(db.query(conn, "server_version"))
+
+
+async def healthz(request: Request) -> JSONResponse:
+    """200 when the database answers, 503 otherwise."""
+    settings: ServiceSettings = request.app.state.settings
+    try:
+        version = await run_in_threadpool(_check_database, request.app.state.pool, settings.health_timeout)
+    except Exception as exc:  # any failure means unhealthy; say which
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return JSONResponse({"status": "unavailable", "database": message}, status_code=503)
+    return JSONResponse({"status": "ok", "database": version.split(" on ")[0]})
+
+
+def create_app(settings: ServiceSettings, routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """The ASGI app; the connection pool opens at startup and closes at shutdown."""
+    pool = ConnectionPool(
+        settings.database_url,
+        min_size=settings.pool_min,
+        max_size=settings.pool_max,
+        kwargs={"autocommit": True, "row_factory": dict_row},
+        check=ConnectionPool.check_connection,
+        open=False,
+        name="billingdb",
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Open without waiting: the service starts (and /healthz says 503) while the database is down.
+        pool.open(wait=False)
+        try:
+            yield
+        finally:
+            pool.close()
+
+    app = Starlette(
+        routes=[
+            Route(WEBHOOK_PATH, stripe_webhook, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            *routes,
+        ],
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.pool = pool
+    return app
+
+
+def serve(settings: ServiceSettings, host: str = "127.0.0.1", port: int = 8000, **uvicorn_options: Any) -> None:
+    """Run the service with uvicorn until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(settings), host=host, port=port, **uvicorn_options)
