@@ -20,7 +20,8 @@ To add a benchmark (issue 4, for instance), append an entry::
     )
 
 and for something pgbench cannot drive (the HTTP intake), give ``measure`` a
-function returning a Measurement (with p50/p99 in ``extra``).
+function ``(ctx, benchmark, clients, seconds) -> Measurement`` (p50/p99 in
+``extra``, shown in the table's result column and kept in the JSON).
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class Options:
     users: int = 10_000
     scale: int = 10
     protocol: str = "prepared"
+    repeat: int = 1
+    warmup: float = 2.0  # seconds, once per benchmark before its runs; 0: none
 
 
 @dataclass
@@ -97,7 +100,7 @@ class Benchmark:
     target: float | None = None  # minimum ratio to baseline
     target_source: str | None = None  # where the target comes from
     clients: tuple[int, ...] | None = None  # fixed client counts (default: --clients)
-    measure: Callable[[Context, Benchmark, int], Measurement] | None = None  # not pgbench-driven
+    measure: Callable[[Context, Benchmark, int, float], Measurement] | None = None  # (ctx, self, clients, s)
 
 
 # -- setups and checks --------------------------------------------------------
@@ -220,7 +223,8 @@ BENCHMARKS: list[Benchmark] = [
         script="state_read.sql",
         setup=setup_cache_hits,
         check=_check_cached(True),
-        requires=("get_user_subscription_state", "clear_all_subscription_cache"),
+        counter="cache_hits",
+        requires=("get_user_subscription_state", "clear_all_subscription_cache", "get_subscription_cache_status"),
         baseline="select_only",
         target=0.6,
         target_source="issue 3",
@@ -232,7 +236,8 @@ BENCHMARKS: list[Benchmark] = [
         script="state_read.sql",
         setup=setup_cache_misses,
         check=_check_cached(False),
-        requires=("get_user_subscription_state", "clear_all_subscription_cache"),
+        counter="cache_misses",
+        requires=("get_user_subscription_state", "clear_all_subscription_cache", "get_subscription_cache_status"),
         baseline="select_only",
     ),
 ]

@@ -1,7 +1,8 @@
 """Options and the order of a run: server, databases, baselines, our calls, report.
 
     python -m bench [--clients 1,4] [--duration 10] [--quick] [--users N]
-                    [--scale N] [--protocol prepared] [--only NAME,...] [--output PATH]
+                    [--scale N] [--protocol prepared] [--warmup S] [--repeat N] [--only NAME,...]
+                    [--output PATH]
 
 Exit status 0 when every selected benchmark was measured (or skipped because
 its functions do not exist yet), whether or not targets are met; 1 on errors.
@@ -48,6 +49,10 @@ def parse_args(argv: list[str] | None) -> tuple[Options, list[str] | None, Path]
                    help="pgbench scale factor (default 10, at least the largest client count)")
     p.add_argument("--protocol", choices=("simple", "extended", "prepared"), default="prepared",
                    help="pgbench query mode for every run, baselines included (default prepared)")
+    p.add_argument("--warmup", type=float, default=None,
+                   help="seconds of unreported warm-up before each benchmark's runs (default 2, quick 1, 0: none)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="runs per benchmark and client count; the median tps is reported (default 1)")
     p.add_argument("--only", default=None,
                    help="comma-separated benchmark names (their baselines run too): "
                    + ", ".join(b.name for b in BENCHMARKS))
@@ -58,8 +63,12 @@ def parse_args(argv: list[str] | None) -> tuple[Options, list[str] | None, Path]
     opts.duration = a.duration if a.duration is not None else (2.0 if a.quick else opts.duration)
     opts.users = a.users if a.users is not None else (1000 if a.quick else opts.users)
     opts.protocol = a.protocol
-    if opts.duration < 1 or opts.users < 1:
-        p.error("--duration and --users must be at least 1")
+    opts.repeat = a.repeat
+    opts.warmup = a.warmup if a.warmup is not None else (1.0 if a.quick else opts.warmup)
+    if opts.duration < 1 or opts.users < 1 or opts.repeat < 1:
+        p.error("--duration, --users and --repeat must be at least 1")
+    if opts.warmup and opts.warmup < 1:
+        p.error("--warmup must be 0 (none) or at least 1")
     only = [x.strip() for x in a.only.split(",") if x.strip()] if a.only else None
     if only:
         unknown = sorted(set(only) - set(by_name()))
@@ -123,14 +132,14 @@ def _counter(ctx: Context, bench: Benchmark) -> int | None:
         return int(sqlfiles.value(conn, bench.counter))
 
 
-def _measure(ctx: Context, bench: Benchmark, clients: int) -> pgbench.Measurement:
+def _measure(ctx: Context, bench: Benchmark, clients: int, duration: float) -> pgbench.Measurement:
     if bench.measure:
-        return bench.measure(ctx, bench, clients)
+        return bench.measure(ctx, bench, clients, duration)
     return pgbench.run(
         ctx.pgbench,
         ctx.urls[bench.database],
         clients=clients,
-        duration=ctx.options.duration,
+        duration=duration,
         protocol=ctx.options.protocol,
         builtin=bench.builtin,
         script=sqlfiles.SCRIPTS_DIR / bench.script if bench.script else None,
@@ -155,23 +164,35 @@ def _run_all(ctx: Context, runs: list[tuple[Benchmark, tuple[int, ...]]], report
             for clients in client_counts:
                 report.skip(bench, clients, reason)
             continue
+        if ctx.options.warmup:
+            _run_once(ctx, bench, max(client_counts), warmup=True)
         for clients in client_counts:
-            if bench.setup:
-                bench.setup(ctx)
-            if bench.check:
-                bench.check(ctx)
-            _checkpoint(ctx, bench.database)
-            before = _counter(ctx, bench)
-            log(f"{bench.label}: {clients} client{'s' if clients != 1 else ''}, {ctx.options.duration:g} s")
-            result = _measure(ctx, bench, clients)
-            after = _counter(ctx, bench)
-            if before is not None and after is not None and after - before != result.transactions:
-                raise BenchError(
-                    f"{bench.name} at {clients} clients: pgbench counted {result.transactions} transactions "
-                    f"but {bench.counter} grew by {after - before} (refused or doubled calls?)"
-                )
-            log(f"  {result.tps:.1f} tps")
-            report.add(bench, clients, result)
+            results = [_run_once(ctx, bench, clients) for _ in range(ctx.options.repeat)]
+            report.add(bench, clients, results)
+
+
+def _run_once(ctx: Context, bench: Benchmark, clients: int, warmup: bool = False) -> pgbench.Measurement:
+    """Setup, check, checkpoint, one timed run, and the counter check (a warm-up run is not reported)."""
+    if bench.setup:
+        bench.setup(ctx)
+    if bench.check:
+        bench.check(ctx)
+    duration = ctx.options.warmup if warmup else ctx.options.duration
+    if warmup:
+        log(f"{bench.label}: warm-up, {clients} client{'s' if clients != 1 else ''}, {duration:g} s")
+        return _measure(ctx, bench, clients, duration)
+    _checkpoint(ctx, bench.database)
+    before = _counter(ctx, bench)
+    log(f"{bench.label}: {clients} client{'s' if clients != 1 else ''}, {duration:g} s")
+    result = _measure(ctx, bench, clients, duration)
+    after = _counter(ctx, bench)
+    if before is not None and after is not None and after - before != result.transactions:
+        raise BenchError(
+            f"{bench.name} at {clients} clients: pgbench counted {result.transactions} transactions "
+            f"but {bench.counter} grew by {after - before} (refused, doubled or mis-routed calls?)"
+        )
+    log(f"  {result.tps:.1f} tps")
+    return result
 
 
 def _header(options: Options, server: Any, pgbench_version: str, info: dict[str, Any]) -> dict[str, Any]:
@@ -182,7 +203,8 @@ def _header(options: Options, server: Any, pgbench_version: str, info: dict[str,
         "pgbench": pgbench_version,
         "options": {
             "clients": list(options.clients), "duration": options.duration, "users": options.users,
-            "scale": options.scale, "protocol": options.protocol,
+            "scale": options.scale, "protocol": options.protocol, "repeat": options.repeat,
+            "warmup": options.warmup,
         },
     }
 

@@ -35,6 +35,7 @@ class Row:
     target_source: str | None = None
     result: str | None = None  # "pass" / "miss" when there is a target
     skipped: str | None = None  # why the row was not measured
+    runs: list[float] | None = None  # every run's tps with --repeat
 
 
 @dataclass
@@ -43,9 +44,13 @@ class Report:
     rows: list[Row] = field(default_factory=list)
     error: str | None = None
 
-    def add(self, bench: Benchmark, clients: int, m: Measurement) -> None:
-        self.rows.append(Row(bench.name, bench.label, clients, round(m.tps, 1), m.transactions,
-                             m.latency_ms, dict(m.extra)))
+    def add(self, bench: Benchmark, clients: int, runs: list[Measurement]) -> None:
+        """The run with the median tps (the lower middle one for an even count)."""
+        m = sorted(runs, key=lambda r: r.tps)[(len(runs) - 1) // 2]
+        row = Row(bench.name, bench.label, clients, round(m.tps, 1), m.transactions, m.latency_ms, dict(m.extra))
+        if len(runs) > 1:
+            row.runs = [round(r.tps, 1) for r in runs]
+        self.rows.append(row)
 
     def skip(self, bench: Benchmark, clients: int, reason: str) -> None:
         self.rows.append(Row(bench.name, bench.label, clients, skipped=reason))
@@ -86,7 +91,8 @@ class Report:
             f"billingdb bench: {h['server']['source']}, PostgreSQL {h['server'].get('server_version', '?')}, "
             f"{h['machine']['cpus']} CPUs",
             f"{h['options']['duration']:g} s per run, pgbench -M {h['options']['protocol']}, "
-            f"pgbench scale {h['options']['scale']}, {h['options']['users']} seeded users, {h['pgbench']}",
+            f"pgbench scale {h['options']['scale']}, {h['options']['users']} seeded users, {h['pgbench']}"
+            + (f", median of {h['options']['repeat']} runs" if h["options"]["repeat"] > 1 else ""),
             "",
         ]
         head = ("benchmark", "clients", "tps", "lat ms", "baseline", "base tps", "ratio", "target", "result")

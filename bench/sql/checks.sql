@@ -35,3 +35,11 @@ SELECT
     current_setting('synchronous_commit') AS synchronous_commit,
     current_setting('fsync') AS fsync,
     current_setting('wal_level') AS wal_level;
+
+-- name: cache_hits
+-- Cache hits counted by get_user_subscription_state: a cache-hit run must add one per pgbench transaction.
+SELECT (public.get_subscription_cache_status() ->> 'hits')::bigint AS hits;
+
+-- name: cache_misses
+-- Cache misses counted by get_user_subscription_state: a cache-miss run must add one per pgbench transaction.
+SELECT (public.get_subscription_cache_status() ->> 'misses')::bigint AS misses;
