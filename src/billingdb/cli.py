@@ -16,6 +16,8 @@ import typer
 
 from billingdb import config, db, embedded
 from billingdb.errors import BillingError, ConfigurationError, DatabaseUnavailable
+from billingdb.billing_cli import cache_app, credits_app, plans_app, state_command
+from billingdb.cli_options import DatabaseUrl, EnvName
 from billingdb.events_cli import events_app, serve_command
 
 __all__ = ["app", "main"]
@@ -32,16 +34,11 @@ db_app = typer.Typer(
 app.add_typer(db_app, name="db")
 app.add_typer(events_app, name="events")
 app.command("serve")(serve_command)
+app.command("state")(state_command)
+app.add_typer(credits_app, name="credits")
+app.add_typer(plans_app, name="plans")
+app.add_typer(cache_app, name="cache")
 
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option("--database-url", help="PostgreSQL URL; overrides DATABASE_URL and --env.", show_default=False),
-]
-EnvName = Annotated[
-    str | None,
-    typer.Option("--env", help="Environment name looked up in billingdb.toml (e.g. nonprod, prod).",
-                 show_default=False),
-]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation on prod.")]
 
 

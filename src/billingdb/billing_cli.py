@@ -1,0 +1,204 @@
+"""``billingdb state | credits | plans | cache``: subscription state, the ledger, plans, the cache.
+
+Each command is one call of a SQL function through :class:`billingdb.client.BillingClient`.
+Exit codes: 0 done, 1 refused (e.g. insufficient credits) or a billingdb error,
+2 when the database cannot be chosen or reached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+
+from billingdb import config
+from billingdb.cli_options import AsJson, DatabaseUrl, EnvName
+from billingdb.client import BillingClient
+
+__all__ = ["state_command", "credits_app", "plans_app", "cache_app"]
+
+credits_app = typer.Typer(help="The credit ledger: balance, history, manual grants.", no_args_is_help=True)
+plans_app = typer.Typer(help="Plans: which Stripe price gives how many credits per period.", no_args_is_help=True)
+cache_app = typer.Typer(help="The 5-minute subscription state cache.", no_args_is_help=True)
+
+
+@contextmanager
+def _client(database_url: str | None, env: str | None) -> Iterator[BillingClient]:
+    with BillingClient.connect(config.choose_database(database_url, env).url) as client:
+        yield client
+
+
+def _print_json(value: Any) -> None:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = getattr(value, "raw", None) or dataclasses.asdict(value)
+    typer.echo(json.dumps(value, indent=2, default=str, sort_keys=True))
+
+
+def state_command(
+    user_id: Annotated[str, typer.Argument(help="Application user id (e.g. the Clerk user id).")],
+    as_json: AsJson = False,
+    database_url: DatabaseUrl = None,
+    env: EnvName = None,
+) -> None:
+    """Show a user's subscription state (get_user_subscription_state, served from the cache when valid)."""
+    with _client(database_url, env) as client:
+        state = client.get_user_subscription_state(user_id)
+    if as_json:
+        _print_json(state)
+        return
+    spend = "yes" if state.can_use_credits else f"no ({state.reason})"
+    typer.echo(f"user              {state.user_id}")
+    typer.echo(f"status            {state.status or '-'}")
+    typer.echo(f"plan              {state.plan or '-'} ({state.price_id or 'no price'})")
+    typer.echo(f"credits           {state.credits_balance}")
+    typer.echo(f"period ends       {state.current_period_end or '-'}"
+               + (" (cancels at period end)" if state.cancel_at_period_end else ""))
+    typer.echo(f"can use credits   {spend}")
+    typer.echo(f"cached            {'hit' if state.cached else 'miss'} (expires {state.expires_at})")
+
+
+@credits_app.command("show")
+def credits_show(
+    user_id: Annotated[str, typer.Argument(help="Application user id.")],
+    as_json: AsJson = False,
+    database_url: DatabaseUrl = None,
+    env: EnvName = None,
+) -> None:
+    """Show a user's credit balance."""
+    with _client(database_url, env) as client:
+        balance = client.credit_balance(user_id)
+    if as_json:
+        _print_json({"user_id": user_id, "balance": balance})
+    else:
+        typer.echo(f"{user_id}: {balance} credits")
+
+
+@credits_app.command("history")
+def credits_history(
+    user_id: Annotated[str, typer.Argument(help="Application user id.")],
+    limit: Annotated[int, typer.Option(help="How many entries, newest first.", min=1)] = 20,
+    as_json: AsJson = False,
+    database_url: DatabaseUrl = None,
+    env: EnvName = None,
+) -> None:
+    """Show a user's ledger entries (credit_transactions), newest first."""
+    with _client(database_url, env) as client:
+        entries = client.credit_history(user_id, limit)
+    if as_json:
+        _print_json([dataclasses.asdict(e) for e in entries])
+        return
+    if not entries:
+        typer.echo(f"{user_id}: no ledger entries")
+        return
+    typer.echo(f"{'id':>6}  {'when (UTC)':<19}  {'type':<10} {'amount':>7} {'balance':>7}  description")
+    for e in entries:
+        when = e.created_at.strftime("%Y-%m-%d %H:%M:%S")
+        typer.echo(f"{e.id:>6}  {when:<19}  {e.transaction_type:<10} {e.amount:>+7} {e.balance_after:>7}  "
+                   f"{e.description or ''}")
+
+
+@credits_app.command("grant", context_settings={"ignore_unknown_options": True})
+def credits_grant(
+    user_id: Annotated[str, typer.Argument(help="Application user id.")],
+    amount: Annotated[int, typer.Argument(help="Credits to add (negative to remove; never below zero).")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (stored as the entry's description).")],
+    idempotency_key: Annotated[
+        str | None, typer.Option("--key", help="Idempotency key: repeating the command with it grants once.")
+    ] = None,
+    as_json: AsJson = False,
+    database_url: DatabaseUrl = None,
+    env: EnvName = None,
+) -> None:
+    """Grant (or remove) credits manually: an 'adjustment' ledger entry (grant_credits)."""
+    with _client(database_url, env) as client:
+        result = client.grant_credits(user_id, amount, reason, idempotency_key)
+    if as_json:
+        _print_json(result)
+    elif result.success:
+        again = " (already granted with this key)" if result.replayed else ""
+        typer.echo(f"{user_id}: {amount:+} credits, balance {result.balance}{again}")
+    else:
+        typer.echo(f"refused: {result.code}: {result.message} (balance {result.balance})", err=True)
+    if not result.success:
+        raise typer.Exit(1)
+
+
+@plans_app.command("list")
+def plans_list(as_json: AsJson = False, database_url: DatabaseUrl = None, env: EnvName = None) -> None:
+    """List the plans."""
+    with _client(database_url, env) as client:
+        plans = client.list_plans()
+    if as_json:
+        _print_json([p.raw for p in plans])
+        return
+    if not plans:
+        typer.echo("no plans yet: add one with `billingdb plans set PRICE_ID --name NAME --credits N`")
+        return
+    typer.echo(f"{'price':<28} {'name':<14} {'credits':>7}  {'price':>9}  {'period':<7} {'unused credits':<15} active")
+    for p in plans:
+        amount = f"{p.amount_cents / 100:.2f} {p.currency or ''}".strip() if p.amount_cents is not None else "-"
+        policy = "expire" if p.reset_each_period else "roll over"
+        typer.echo(f"{p.price_id:<28} {p.name:<14} {p.credits_per_period:>7}  {amount:>9}  "
+                   f"{p.billing_interval or '-':<7} {policy:<15} {'yes' if p.active else 'no'}")
+
+
+@plans_app.command("set")
+def plans_set(
+    price_id: Annotated[str, typer.Argument(help="Stripe price id (price_...).")],
+    name: Annotated[str, typer.Option("--name", help="Plan name, e.g. Individual.")],
+    credits: Annotated[int, typer.Option("--credits", help="Credits allocated per paid period.")],
+    reset_each_period: Annotated[
+        bool, typer.Option("--reset-each-period/--rollover", help="Unused credits expire at renewal (or roll over).")
+    ] = False,
+    amount_cents: Annotated[int | None, typer.Option(help="Price in cents, e.g. 999.")] = None,
+    currency: Annotated[str | None, typer.Option(help="ISO currency, e.g. usd.")] = None,
+    interval: Annotated[str | None, typer.Option(help="day, week, month or year.")] = None,
+    active: Annotated[bool, typer.Option("--active/--inactive", help="Offered for new checkouts.")] = True,
+    as_json: AsJson = False,
+    database_url: DatabaseUrl = None,
+    env: EnvName = None,
+) -> None:
+    """Create or update the plan of a Stripe price (set_plan)."""
+    with _client(database_url, env) as client:
+        plan = client.set_plan(price_id, name, credits, reset_each_period=reset_each_period,
+                               amount_cents=amount_cents, currency=currency, billing_interval=interval,
+                               active=active)
+    if as_json:
+        _print_json(plan)
+    else:
+        verb = "created" if plan.created else "updated"
+        typer.echo(f"{verb} plan {plan.price_id}: {plan.name}, {plan.credits_per_period} credits per "
+                   f"{plan.billing_interval or 'period'}")
+
+
+@cache_app.command("status")
+def cache_status(as_json: AsJson = False, database_url: DatabaseUrl = None, env: EnvName = None) -> None:
+    """Cache health (get_subscription_cache_status)."""
+    with _client(database_url, env) as client:
+        status = client.get_subscription_cache_status()
+    if as_json:
+        _print_json(status)
+        return
+    rate = f"{status.hit_rate:.1%}" if status.hit_rate is not None else "no reads yet"
+    age = f"{status.average_age_seconds:.0f} s" if status.average_age_seconds is not None else "-"
+    typer.echo(f"rows      {status.total} ({status.valid} valid, {status.expired} expired)")
+    typer.echo(f"hit rate  {rate} ({status.hits} hits, {status.misses} misses since {status.stats_since})")
+    typer.echo(f"avg age   {age}, ttl {status.ttl_seconds} s")
+
+
+@cache_app.command("clear")
+def cache_clear(
+    expired_only: Annotated[bool, typer.Option("--expired", help="Only delete expired rows.")] = False,
+    database_url: DatabaseUrl = None,
+    env: EnvName = None,
+) -> None:
+    """Delete every cache row (and reset the hit counters), or only expired ones; reads rebuild it."""
+    with _client(database_url, env) as client:
+        if expired_only:
+            typer.echo(f"deleted {client.clear_expired_subscription_cache()} expired cache rows")
+        else:
+            typer.echo(f"deleted {client.clear_all_subscription_cache()} cache rows; hit counters reset")

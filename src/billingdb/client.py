@@ -1,0 +1,297 @@
+"""Typed Python wrappers, one per SQL function.
+
+Each method is one call of a named query (``sql/queries``). Business refusals
+(insufficient credits, an inactive subscription, ...) come back as values
+(``success`` false and a ``code``); errors are exceptions from
+:mod:`billingdb.errors`, named after their SQLSTATE's meaning.
+
+    with BillingClient.connect(url) as billing:
+        state = billing.get_user_subscription_state("user_123")
+        used = billing.use_credits_validated("user_123", 1, "story", idempotency_key="req-42")
+        if not used.success:
+            print(used.code)   # e.g. "insufficient_credits"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from billingdb import db
+
+__all__ = [
+    "BillingClient",
+    "SubscriptionState",
+    "CreditUse",
+    "Allocation",
+    "Refund",
+    "Grant",
+    "SubscriptionChange",
+    "CacheStatus",
+    "Plan",
+    "CustomerLink",
+    "LedgerEntry",
+]
+
+T = TypeVar("T")
+
+
+def _build(cls: type[T], data: dict[str, Any]) -> T:
+    """A result dataclass from a function's jsonb: known keys as fields, the whole object as ``raw``."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values = {k: v for k, v in data.items() if k in names and k != "raw"}
+    return cls(**values, raw=data)  # type: ignore[call-arg]
+
+
+@dataclass(frozen=True)
+class SubscriptionState:
+    user_id: str
+    status: str | None = None
+    plan: str | None = None
+    price_id: str | None = None
+    credits_balance: int = 0
+    current_period_end: str | None = None
+    cancel_at_period_end: bool = False
+    can_use_credits: bool = False
+    reason: str | None = None
+    cached: bool = False
+    cached_at: str | None = None
+    expires_at: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class CreditUse:
+    success: bool
+    code: str | None = None
+    message: str | None = None
+    user_id: str | None = None
+    transaction_id: int | None = None
+    amount: int | None = None
+    balance: int | None = None
+    replayed: bool = False
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class Allocation:
+    success: bool
+    duplicate: bool = False
+    transaction_id: int | None = None
+    user_id: str | None = None
+    credits: int | None = None
+    expired: int = 0
+    balance: int | None = None
+    invoice_id: str | None = None
+    subscription_id: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class Refund:
+    success: bool
+    duplicate: bool = False
+    refund_transaction_id: int | None = None
+    transaction_id: int | None = None
+    user_id: str | None = None
+    amount: int | None = None
+    balance: int | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class Grant:
+    success: bool
+    code: str | None = None
+    message: str | None = None
+    user_id: str | None = None
+    transaction_id: int | None = None
+    amount: int | None = None
+    balance: int | None = None
+    replayed: bool = False
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class SubscriptionChange:
+    applied: bool
+    result: str
+    from_status: str | None = None
+    to_status: str | None = None
+    subscription_id: str | None = None
+    user_id: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class CacheStatus:
+    total: int
+    valid: int
+    expired: int
+    hits: int = 0
+    misses: int = 0
+    hit_rate: float | None = None
+    stats_since: str | None = None
+    average_age_seconds: float | None = None
+    ttl_seconds: int | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class Plan:
+    price_id: str
+    name: str
+    credits_per_period: int
+    reset_each_period: bool = False
+    amount_cents: int | None = None
+    currency: str | None = None
+    billing_interval: str | None = None
+    active: bool = True
+    created: bool | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class CustomerLink:
+    user_id: str
+    email: str | None = None
+    stripe_customer_id: str | None = None
+    needs_stripe_customer: bool = False
+    created: bool = False
+    customer_params: dict[str, Any] | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    id: int
+    created_at: datetime
+    transaction_type: str
+    amount: int
+    balance_after: int
+    description: str | None
+    metadata: dict[str, Any]
+
+
+class BillingClient:
+    """billingdb's SQL API on one psycopg connection (autocommit: each call is its own transaction)."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+    @classmethod
+    @contextmanager
+    def connect(cls, url: str) -> Iterator[BillingClient]:
+        with db.connect(url) as conn:
+            yield cls(conn)
+
+    def _call(self, query: str, /, **params: Any) -> Any:
+        return db.query(self.conn, query, params)
+
+    # -- subscription state and cache ------------------------------------------------
+    def get_user_subscription_state(self, user_id: str) -> SubscriptionState:
+        return _build(SubscriptionState, self._call("get_user_subscription_state", user_id=user_id))
+
+    def update_subscription_cache(self, user_id: str) -> SubscriptionState:
+        return _build(SubscriptionState, self._call("update_subscription_cache", user_id=user_id))
+
+    def clear_expired_subscription_cache(self) -> int:
+        return int(self._call("clear_expired_subscription_cache"))
+
+    def clear_all_subscription_cache(self) -> int:
+        return int(self._call("clear_all_subscription_cache"))
+
+    def get_subscription_cache_status(self) -> CacheStatus:
+        return _build(CacheStatus, self._call("get_subscription_cache_status"))
+
+    def apply_subscription_change(
+        self,
+        subscription_id: str,
+        *,
+        status: str,
+        user_id: str | None = None,
+        customer_id: str | None = None,
+        price_id: str | None = None,
+        current_period_start: datetime | None = None,
+        current_period_end: datetime | None = None,
+        cancel_at_period_end: bool = False,
+        canceled_at: datetime | None = None,
+        event_created: datetime | None = None,
+        event_id: str | None = None,
+    ) -> SubscriptionChange:
+        return _build(SubscriptionChange, self._call(
+            "apply_subscription_change",
+            subscription_id=subscription_id, user_id=user_id, customer_id=customer_id, status=status,
+            price_id=price_id, current_period_start=current_period_start,
+            current_period_end=current_period_end, cancel_at_period_end=cancel_at_period_end,
+            canceled_at=canceled_at, event_created=event_created, event_id=event_id,
+        ))
+
+    # -- credits -------------------------------------------------------------------------
+    def use_credits_validated(
+        self,
+        user_id: str,
+        amount: int,
+        description: str | None = None,
+        *,
+        metadata: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> CreditUse:
+        return _build(CreditUse, self._call(
+            "use_credits_validated", user_id=user_id, amount=amount, description=description,
+            metadata=Jsonb(metadata or {}), idempotency_key=idempotency_key,
+        ))
+
+    def add_subscription_credits(
+        self, customer_id: str, invoice_id: str, subscription_id: str, credits: int,
+        description: str | None = None,
+    ) -> Allocation:
+        return _build(Allocation, self._call(
+            "add_subscription_credits", customer_id=customer_id, invoice_id=invoice_id,
+            subscription_id=subscription_id, credits=credits, description=description,
+        ))
+
+    def refund_credits(self, transaction_id: int, reason: str) -> Refund:
+        return _build(Refund, self._call("refund_credits", transaction_id=transaction_id, reason=reason))
+
+    def grant_credits(self, user_id: str, amount: int, reason: str, idempotency_key: str | None = None) -> Grant:
+        return _build(Grant, self._call(
+            "grant_credits", user_id=user_id, amount=amount, reason=reason, idempotency_key=idempotency_key,
+        ))
+
+    def credit_balance(self, user_id: str) -> int:
+        return int(self._call("credit_balance", user_id=user_id))
+
+    def credit_history(self, user_id: str, limit: int = 50) -> list[LedgerEntry]:
+        rows = db.run(self.conn, "credit_history", {"user_id": user_id, "row_limit": limit})
+        return [LedgerEntry(**row) for row in rows]
+
+    # -- plans and customers -------------------------------------------------------------
+    def set_plan(
+        self, price_id: str, name: str, credits_per_period: int, *, reset_each_period: bool = False,
+        amount_cents: int | None = None, currency: str | None = None, billing_interval: str | None = None,
+        active: bool = True,
+    ) -> Plan:
+        return _build(Plan, self._call(
+            "set_plan", price_id=price_id, name=name, credits_per_period=credits_per_period,
+            reset_each_period=reset_each_period, amount_cents=amount_cents, currency=currency,
+            billing_interval=billing_interval, active=active,
+        ))
+
+    def list_plans(self) -> list[Plan]:
+        return [_build(Plan, row) for row in db.run(self.conn, "list_plans")]
+
+    def get_or_create_stripe_customer(self, user_id: str, email: str | None = None) -> CustomerLink:
+        return _build(CustomerLink, self._call("get_or_create_stripe_customer", user_id=user_id, email=email))
+
+    def link_stripe_customer(self, user_id: str, stripe_customer_id: str) -> CustomerLink:
+        return _build(CustomerLink, self._call(
+            "link_stripe_customer", user_id=user_id, stripe_customer_id=stripe_customer_id,
+        ))
