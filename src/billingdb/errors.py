@@ -21,6 +21,7 @@ __all__ = [
     "UnknownUser",
     "UnknownPlan",
     "CustomerConflict",
+    "UnknownStripeEvent",
     "translate",
 ]
 
@@ -77,6 +78,12 @@ class CustomerConflict(BillingError):
     sqlstate = "BD004"
 
 
+class UnknownStripeEvent(BillingError):
+    """A Stripe event id that was never received (SQLSTATE BD030)."""
+
+    sqlstate = "BD030"
+
+
 #: SQLSTATE -> (exception class, meaning). The reserved class is ``BD``.
 SQLSTATES: dict[str, tuple[type[BillingError], str]] = {
     "22023": (InvalidArgument, "invalid argument: null, out of range or malformed"),
@@ -84,6 +91,7 @@ SQLSTATES: dict[str, tuple[type[BillingError], str]] = {
     "BD002": (UnknownUser, "unknown user"),
     "BD003": (UnknownPlan, "unknown plan: the Stripe price is not in public.plans"),
     "BD004": (CustomerConflict, "the user or the Stripe customer is already linked elsewhere"),
+    "BD030": (UnknownStripeEvent, "unknown Stripe event: no event with that id was received"),
 }
 
 

@@ -49,6 +49,7 @@ class ServiceSettings:
     webhook: webhooks.WebhookConfig
     pool_min: int = 1
     pool_max: int = 10
+    pool_timeout: float = 10.0
     health_timeout: float = 2.0
 
 
@@ -109,6 +110,7 @@ def create_app(settings: ServiceSettings, routes: Sequence[BaseRoute] = ()) -> S
         max_size=settings.pool_max,
         kwargs={"autocommit": True, "row_factory": dict_row},
         check=ConnectionPool.check_connection,
+        timeout=settings.pool_timeout,
         open=False,
         name="billingdb",
     )

@@ -198,7 +198,7 @@ def handle(conn_factory: Any, body: bytes, signature: str | None, config: Webhoo
     except InvalidArgument as exc:
         # The database's own envelope check (22023): the event is refused, nothing is written.
         return Outcome(400, {"error": "invalid_event", "message": str(exc), "sqlstate": exc.sqlstate})
-    except psycopg.errors.DataException as exc:
+    except psycopg.DataError as exc:
         # Any other class-22 error: the JSON cannot be stored; nothing is written.
         return Outcome(400, {"error": "invalid_event", "message": str(exc).splitlines()[0],
                              "sqlstate": exc.sqlstate})

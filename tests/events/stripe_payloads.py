@@ -135,6 +135,13 @@ class StripeWorld:
 
     # -- objects --------------------------------------------------------
 
+    def _subscription_metadata(self) -> dict[str, str]:
+        """The subscription's metadata (copied onto its invoices): the user, and credits when the price has none."""
+        meta = {"user_id": self.user_id}
+        if self.price_credits_metadata is not None:
+            meta["credits"] = str(self.price_credits_metadata)
+        return meta
+
     @property
     def basil(self) -> bool:
         return is_basil(self.api_version)
@@ -164,7 +171,7 @@ class StripeWorld:
             latest_invoice=None,
             pending_update=None,
             pause_collection=None,
-            metadata={"user_id": self.user_id},
+            metadata=self._subscription_metadata(),
         )
         sub["items"]["url"] = f"/v1/subscription_items?subscription={self.subscription_id}"
         item["id"] = stripe_id("si")
@@ -226,7 +233,7 @@ class StripeWorld:
             inv.pop("subscription", None)
             inv["parent"] = {
                 "quote_details": None,
-                "subscription_details": {"metadata": {"user_id": self.user_id}, "subscription": self.subscription_id},
+                "subscription_details": {"metadata": self._subscription_metadata(), "subscription": self.subscription_id},
                 "type": "subscription_details",
             }
             line.pop("price", None)
