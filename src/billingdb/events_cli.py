@@ -171,8 +171,12 @@ def retry_events(
     raise typer.Exit(0 if counts["failed"] == 0 else 1)
 
 
+_ORDER = ("processed", "duplicate", "ignored", "stale", "pending", "failed", "invalid")
+
+
 def _summary(counts: Counter[str], total: int) -> str:
-    parts = ", ".join(f"{counts[k]} {k}" for k in sorted(counts))
+    keys = sorted(counts, key=lambda k: (_ORDER.index(k) if k in _ORDER else len(_ORDER), k))
+    parts = ", ".join(f"{counts[k]} {k}" for k in keys)
     return f"{total} events: {parts or 'nothing to do'}"
 
 
