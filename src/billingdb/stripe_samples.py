@@ -30,6 +30,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import secrets
 import time
 from dataclasses import dataclass, field
 from functools import cache
@@ -65,6 +66,8 @@ MONTH = 30 * DAY
 
 _FIXTURES = Path(__file__).with_name("samples") / "stripe_objects.json"
 _serial = itertools.count(1)
+#: Differs per process, so that samples made by two runs (two demos) never share an id.
+_RUN = secrets.token_hex(3)
 
 
 @cache
@@ -82,8 +85,8 @@ def is_basil(api_version: str) -> bool:
 
 
 def stripe_id(prefix: str, tag: str = "") -> str:
-    """A Stripe-looking id, unique in this process (``evt_000012T...``)."""
-    return f"{prefix}_{next(_serial):06d}{tag}TestBillingdb"
+    """A Stripe-looking id, unique across runs and ordered by creation within one (``evt_3fa2c1000012T...``)."""
+    return f"{prefix}_{_RUN}{next(_serial):06d}{tag}TestBillingdb"
 
 
 def encode(event: dict[str, Any]) -> bytes:
