@@ -195,11 +195,22 @@ def _run_once(ctx: Context, bench: Benchmark, clients: int, warmup: bool = False
     return result
 
 
+def _load() -> float | None:
+    """The 1-minute load average: other work on the machine skews every figure."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
 def _header(options: Options, server: Any, pgbench_version: str, info: dict[str, Any]) -> dict[str, Any]:
     return {
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "server": {"source": server.source, "embedded": server.embedded, **info},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "load_average_at_start": _load(),
+        },
         "pgbench": pgbench_version,
         "options": {
             "clients": list(options.clients), "duration": options.duration, "users": options.users,
@@ -238,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     assert report is not None
     report.compare(by_name())
     report.header["elapsed_seconds"] = round(time.monotonic() - started, 1)
+    report.header["machine"]["load_average_at_end"] = _load()
     report.write(output)
     print(report.table())
     print(f"\nJSON: {output}")

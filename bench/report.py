@@ -89,7 +89,8 @@ class Report:
         h = self.header
         lines = [
             f"billingdb bench: {h['server']['source']}, PostgreSQL {h['server'].get('server_version', '?')}, "
-            f"{h['machine']['cpus']} CPUs",
+            f"{h['machine']['cpus']} CPUs, load average {h['machine'].get('load_average_at_start')} at start, "
+            f"{h['machine'].get('load_average_at_end')} at end",
             f"{h['options']['duration']:g} s per run, pgbench -M {h['options']['protocol']}, "
             f"pgbench scale {h['options']['scale']}, {h['options']['users']} seeded users, {h['pgbench']}"
             + (f", median of {h['options']['repeat']} runs" if h["options"]["repeat"] > 1 else ""),
