@@ -21,6 +21,11 @@ __all__ = [
     "UnknownUser",
     "UnknownPlan",
     "CustomerConflict",
+    "UnknownTransaction",
+    "NotRefundable",
+    "IdempotencyConflict",
+    "SubscriptionConflict",
+    "LedgerAppendOnly",
     "UnknownStripeEvent",
     "translate",
 ]
@@ -84,6 +89,36 @@ class UnknownStripeEvent(BillingError):
     sqlstate = "BD030"
 
 
+class UnknownTransaction(BillingError):
+    """A credit transaction id that does not exist (SQLSTATE BD010)."""
+
+    sqlstate = "BD010"
+
+
+class NotRefundable(BillingError):
+    """A credit transaction that is not a usage cannot be refunded (SQLSTATE BD011)."""
+
+    sqlstate = "BD011"
+
+
+class IdempotencyConflict(BillingError):
+    """An idempotency key (or invoice) already used for a different call (SQLSTATE BD012)."""
+
+    sqlstate = "BD012"
+
+
+class SubscriptionConflict(BillingError):
+    """A Stripe subscription that belongs to another user or customer (SQLSTATE BD013)."""
+
+    sqlstate = "BD013"
+
+
+class LedgerAppendOnly(BillingError):
+    """An UPDATE, DELETE or TRUNCATE of the append-only credit ledger (SQLSTATE BD014)."""
+
+    sqlstate = "BD014"
+
+
 #: SQLSTATE -> (exception class, meaning). The reserved class is ``BD``.
 SQLSTATES: dict[str, tuple[type[BillingError], str]] = {
     "22023": (InvalidArgument, "invalid argument: null, out of range or malformed"),
@@ -91,6 +126,11 @@ SQLSTATES: dict[str, tuple[type[BillingError], str]] = {
     "BD002": (UnknownUser, "unknown user"),
     "BD003": (UnknownPlan, "unknown plan: the Stripe price is not in public.plans"),
     "BD004": (CustomerConflict, "the user or the Stripe customer is already linked elsewhere"),
+    "BD010": (UnknownTransaction, "unknown credit transaction id"),
+    "BD011": (NotRefundable, "only usage transactions can be refunded"),
+    "BD012": (IdempotencyConflict, "idempotency key or invoice already used for a different call"),
+    "BD013": (SubscriptionConflict, "the subscription belongs to another user or customer"),
+    "BD014": (LedgerAppendOnly, "credit_transactions is append-only: correct with a new entry"),
     "BD030": (UnknownStripeEvent, "unknown Stripe event: no event with that id was received"),
 }
 
