@@ -156,6 +156,9 @@ def _missing(ctx: Context, bench: Benchmark) -> list[str]:
 
 
 def _run_all(ctx: Context, runs: list[tuple[Benchmark, tuple[int, ...]]], report: Report) -> None:
+    """Client count by client count, baselines then our calls, so that a figure and its baseline are
+    measured minutes apart at most; with --repeat, the whole sequence again (rounds), medians reported."""
+    ready: list[tuple[Benchmark, tuple[int, ...]]] = []
     for bench, client_counts in runs:
         missing = _missing(ctx, bench)
         if missing:
@@ -163,12 +166,25 @@ def _run_all(ctx: Context, runs: list[tuple[Benchmark, tuple[int, ...]]], report
             log(f"{bench.name}: skipped, {reason}")
             for clients in client_counts:
                 report.skip(bench, clients, reason)
-            continue
-        if ctx.options.warmup:
-            _run_once(ctx, bench, max(client_counts), warmup=True)
-        for clients in client_counts:
-            results = [_run_once(ctx, bench, clients) for _ in range(ctx.options.repeat)]
-            report.add(bench, clients, results)
+        else:
+            ready.append((bench, client_counts))
+    measured: dict[tuple[str, int], list[pgbench.Measurement]] = {}
+    warmed: set[str] = set()
+    try:
+        for _ in range(ctx.options.repeat):
+            for clients in sorted({c for _, counts in ready for c in counts}):
+                for bench, client_counts in ready:
+                    if clients not in client_counts:
+                        continue
+                    if ctx.options.warmup and bench.name not in warmed:
+                        _run_once(ctx, bench, clients, warmup=True)
+                        warmed.add(bench.name)
+                    measured.setdefault((bench.name, clients), []).append(_run_once(ctx, bench, clients))
+    finally:  # what was measured is reported, also when a later run fails
+        for bench, client_counts in ready:
+            for clients in client_counts:
+                if (bench.name, clients) in measured:
+                    report.add(bench, clients, measured[(bench.name, clients)])
 
 
 def _run_once(ctx: Context, bench: Benchmark, clients: int, warmup: bool = False) -> pgbench.Measurement:

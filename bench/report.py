@@ -56,7 +56,9 @@ class Report:
         self.rows.append(Row(bench.name, bench.label, clients, skipped=reason))
 
     def compare(self, benches: dict[str, Benchmark]) -> None:
-        """Fill every row's baseline figure, ratio and pass/miss."""
+        """Order rows as the benchmark list, then by clients; fill baseline figures, ratios, pass/miss."""
+        order = {name: i for i, name in enumerate(benches)}
+        self.rows.sort(key=lambda r: (order[r.name], r.clients))
         measured = {(r.name, r.clients): r for r in self.rows if r.tps is not None}
         for row in self.rows:
             bench = benches[row.name]
