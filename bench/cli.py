@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None) -> tuple[Options, list[str] | None, Path]
     p.add_argument("--warmup", type=float, default=None,
                    help="seconds of unreported warm-up before each benchmark's runs (default 2, quick 1, 0: none)")
     p.add_argument("--repeat", type=int, default=1,
-                   help="runs per benchmark and client count; the median tps is reported (default 1)")
+                   help="rounds of every run; median tps, ratio = median of the rounds' ratios (default 1)")
     p.add_argument("--only", default=None,
                    help="comma-separated benchmark names (their baselines run too): "
                    + ", ".join(b.name for b in BENCHMARKS))

@@ -6,6 +6,7 @@ Printed as a table on stdout and written as JSON (``bench/results/latest.json``)
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,8 @@ class Row:
     target_source: str | None = None
     result: str | None = None  # "pass" / "miss" when there is a target
     skipped: str | None = None  # why the row was not measured
-    runs: list[float] | None = None  # every run's tps with --repeat
+    runs: list[float] | None = None  # every round's tps with --repeat
+    round_ratios: list[float] | None = None  # every round's ratio with --repeat (ratio is their median)
 
 
 @dataclass
@@ -45,7 +47,7 @@ class Report:
     error: str | None = None
 
     def add(self, bench: Benchmark, clients: int, runs: list[Measurement]) -> None:
-        """The run with the median tps (the lower middle one for an even count)."""
+        """The run with the median tps (the lower middle one for an even count); every round's tps kept."""
         m = sorted(runs, key=lambda r: r.tps)[(len(runs) - 1) // 2]
         row = Row(bench.name, bench.label, clients, round(m.tps, 1), m.transactions, m.latency_ms, dict(m.extra))
         if len(runs) > 1:
@@ -72,6 +74,10 @@ class Report:
                 continue
             row.baseline_tps = base.tps
             row.ratio = round(row.tps / base.tps, 3)
+            if row.runs and base.runs and len(row.runs) == len(base.runs):
+                # --repeat: the median of the rounds' ratios (a run and its baseline share a round)
+                row.round_ratios = [round(a / b, 3) for a, b in zip(row.runs, base.runs, strict=True)]
+                row.ratio = round(statistics.median(row.round_ratios), 3)
             if row.target is not None:
                 row.result = "pass" if row.ratio >= row.target else "miss"
 
@@ -95,7 +101,8 @@ class Report:
             f"{h['machine'].get('load_average_at_end')} at end",
             f"{h['options']['duration']:g} s per run, pgbench -M {h['options']['protocol']}, "
             f"pgbench scale {h['options']['scale']}, {h['options']['users']} seeded users, {h['pgbench']}"
-            + (f", median of {h['options']['repeat']} runs" if h["options"]["repeat"] > 1 else ""),
+            + (f", median of {h['options']['repeat']} rounds (ratio: median of the rounds' ratios)"
+               if h["options"]["repeat"] > 1 else ""),
             "",
         ]
         head = ("benchmark", "clients", "tps", "lat ms", "baseline", "base tps", "ratio", "target", "result")
