@@ -40,7 +40,11 @@ def _client_list(text: str) -> tuple[int, ...]:
 
 
 def parse_args(argv: list[str] | None) -> tuple[Options, list[str] | None, Path]:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="billingdb benchmarks as ratios to pgbench on one server (make bench). "
+        "Server: the embedded PostgreSQL in a temporary directory, or $BILLINGDB_BENCH_DSN.",
+    )
     p.add_argument("--clients", type=_client_list, default=None, help="client counts (default 1,4)")
     p.add_argument("--duration", type=float, default=None, help="seconds per run (default 10)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 s per run, 1000 users")
