@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)  ## create .venv and install billingdb with its test tools
 
-lint: $(STAMP)  ## lint every .sql file with sqlfluff (postgres dialect)
-	$(BIN)/sqlfluff lint sql
+lint: $(STAMP)  ## lint every .sql file (sql/, bench/sql/) with sqlfluff (postgres dialect)
+	$(BIN)/sqlfluff lint sql bench/sql
 
 test: lint  ## lint, then run the whole pytest suite on a real PostgreSQL
 	$(BIN)/pytest
