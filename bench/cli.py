@@ -183,7 +183,8 @@ def _run_all(ctx: Context, runs: list[tuple[Benchmark, tuple[int, ...]]], report
                     if ctx.options.warmup and bench.name not in warmed:
                         _run_once(ctx, bench, clients, warmup=True)
                         warmed.add(bench.name)
-                    measured.setdefault((bench.name, clients), []).append(_run_once(ctx, bench, clients))
+                    result = _run_once(ctx, bench, clients)  # first: a failed run leaves no empty entry
+                    measured.setdefault((bench.name, clients), []).append(result)
     finally:  # what was measured is reported, also when a later run fails
         for bench, client_counts in ready:
             for clients in client_counts:
