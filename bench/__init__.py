@@ -11,5 +11,8 @@ JSON to ``bench/results/latest.json``.
 Modules: ``benchmarks`` (the list of Benchmark entries: add new ones there),
 ``pgbench`` (running pgbench, parsing its output), ``server`` (the server and
 its databases), ``sqlfiles`` (named queries from ``bench/sql/*.sql``),
-``report`` (table and JSON), ``cli`` (options and the run order).
+``report`` (table and JSON), ``cli`` (options and the run order),
+``stripe_events`` (issue 4's Stripe events: templates, bench helpers in the
+database, checks) and ``http_intake`` (``billingdb serve`` as a child process
+under signed events at a fixed rate).
 """

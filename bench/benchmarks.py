@@ -33,7 +33,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from bench import sqlfiles
+from bench import http_intake, sqlfiles, stripe_events
 from bench.errors import BenchError
 from bench.pgbench import Measurement
 
@@ -239,6 +239,66 @@ BENCHMARKS: list[Benchmark] = [
         counter="cache_misses",
         requires=("get_user_subscription_state", "clear_all_subscription_cache", "get_subscription_cache_status"),
         baseline="select_only",
+    ),
+]
+
+
+# -- issue 4: Stripe events (bench/stripe_events.py, bench/http_intake.py) ------
+
+
+def setup_events(ctx: Context) -> None:
+    """The seed, then schema bench: event templates, bench.event_seq, bench.next_event."""
+    seed(ctx)
+    ctx.once("stripe_events", lambda c: stripe_events.install(c, PRICE_ID, USER_PREFIX))
+
+
+def setup_duplicates(ctx: Context) -> None:
+    """As setup_events, and the pool of events delivered once (bench.delivered)."""
+    setup_events(ctx)
+    ctx.once("stripe_duplicates", stripe_events.seed_duplicates)
+
+
+_EVENTS_REQUIRE = ("process_stripe_event", "set_plan", "apply_subscription_change", "link_stripe_customer")
+
+BENCHMARKS += [
+    Benchmark(
+        name="process_stripe_event",
+        label="process_stripe_event, events/s",
+        database="billingdb",
+        script="process_stripe_event.sql",
+        setup=setup_events,
+        check=stripe_events.check_events,
+        counter="events_processed",
+        requires=_EVENTS_REQUIRE,
+        baseline="tpcb_like",
+        target=0.5,
+        target_source="issue 4",
+        clients=(4,),
+    ),
+    Benchmark(
+        name="process_stripe_event_duplicate",
+        label="process_stripe_event, duplicates/s",
+        database="billingdb",
+        script="process_stripe_event_duplicate.sql",
+        setup=setup_duplicates,
+        check=stripe_events.check_duplicates,
+        requires=_EVENTS_REQUIRE,
+        baseline="tpcb_like",
+        clients=(4,),
+    ),
+    *(
+        Benchmark(
+            name=f"http_intake_{rate}",
+            label=f"billingdb serve, {rate} events/s offered",
+            database="billingdb",
+            setup=setup_events,
+            check=stripe_events.check_events,
+            counter="events_done",
+            requires=_EVENTS_REQUIRE,
+            clients=(8,),  # sender threads
+            measure=http_intake.measure_at(rate, PRICE_ID, USER_PREFIX),
+        )
+        for rate in (50, 200)
     ),
 ]
 

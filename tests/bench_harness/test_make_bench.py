@@ -3,8 +3,8 @@
 The harness runs as ``python -m bench`` against this session's server
 (BILLINGDB_BENCH_DSN) with tiny settings; figures are not checked, only that
 every benchmark was measured (none skipped, none failed its sanity checks:
-each deduction and each cache hit or miss counted once per pgbench
-transaction) and that the JSON report is complete.
+each deduction, cache hit or miss and processed Stripe event counted once per
+pgbench transaction or HTTP request) and that the JSON report is complete.
 """
 
 from __future__ import annotations
@@ -31,7 +31,10 @@ def test_make_bench_smoke(pg_server_url: str, tmp_path: Path) -> None:
     assert report["error"] is None
     rows = {(r["name"], r["clients"]): r for r in report["results"]}
     names = {"select_only", "tpcb_like", "deduct_distinct", "deduct_hot", "state_cache_hit", "state_cache_miss"}
-    assert set(rows) == {(n, c) for n in names for c in (1, 2)}
+    # issue 4: process_stripe_event (and its tpcb-like baseline) at 4 clients, the HTTP intake with 8 senders
+    fixed = {("tpcb_like", 4), ("process_stripe_event", 4), ("process_stripe_event_duplicate", 4),
+             ("http_intake_50", 8), ("http_intake_200", 8)}
+    assert set(rows) == {(n, c) for n in names for c in (1, 2)} | fixed
     for row in rows.values():
         assert row["skipped"] is None, row
         assert row["tps"] > 0 and row["transactions"] > 0
@@ -39,5 +42,10 @@ def test_make_bench_smoke(pg_server_url: str, tmp_path: Path) -> None:
     assert all(r["ratio"] is not None for r in compared)
     assert {(t["benchmark"], t["clients"]) for t in report["targets"]} == {
         (n, c) for n in ("deduct_distinct", "state_cache_hit") for c in (1, 2)
-    }
+    } | {("process_stripe_event", 4)}
+    for rate in (50, 200):
+        extra = rows[(f"http_intake_{rate}", 8)]["extra"]
+        assert extra["rate"] == f"{rate}/s"
+        assert extra["p50_ms"] <= extra["p99_ms"] and extra["alloc_p99_ms"] is not None
+        assert extra["webhook_p99<2s"] in ("pass", "miss") and extra["alloc_p99<500ms"] in ("pass", "miss")
     assert "targets:" in done.stdout
