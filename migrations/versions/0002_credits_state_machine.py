@@ -31,7 +31,7 @@ depends_on = None
 FUNCTIONS = [
     "_billing_setting",
     "_lock_user",
-    "_try_lock_user_shared",
+    "_try_lock_user",
     "_spending_refusal",
     "_compute_subscription_state",
     "_store_subscription_cache",

@@ -149,6 +149,20 @@ objects AS (
     GROUP BY f.signature, g.rolname
     UNION ALL
     SELECT
+        'sequence',
+        c.relname::text,
+        format('persistence=%s', c.relpersistence)
+    FROM pg_catalog.pg_class AS c
+    INNER JOIN pg_catalog.pg_namespace AS n ON c.relnamespace = n.oid
+    WHERE
+        n.nspname = 'public'
+        AND c.relkind = 'S'
+        AND NOT EXISTS (
+            SELECT FROM pg_catalog.pg_depend AS d
+            WHERE d.objid = c.oid AND d.deptype IN ('e', 'i')
+        )
+    UNION ALL
+    SELECT
         'type',
         t.typname::text,
         CASE

@@ -65,7 +65,7 @@ COMMENT ON FUNCTION public._store_subscription_cache(text, jsonb) IS
 'Internal. Contract: upserts user_id''s subscription_cache row from a state computed by _compute_subscription_state '
 '(cached_at = now(), expires_at = now() + cache_ttl_seconds, but not after current_period_end when the state may '
 'spend only until then) and returns the state with cached false, cached_at and expires_at. The caller holds the '
-'user''s lock (_lock_user, or _try_lock_user_shared on a cache miss) and computed the state after taking it.';
+'user''s lock (_lock_user, or _try_lock_user on a cache miss) and computed the state after taking it.';
 
 REVOKE ALL ON FUNCTION public._store_subscription_cache(text, jsonb) FROM public, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public._store_subscription_cache(text, jsonb) TO service_role;

@@ -29,10 +29,12 @@ BEGIN
     END IF;
 
     -- Miss: count it, then compute and store, but only while no write of this
-    -- user is in flight (shared lock taken before computing); otherwise that
-    -- write refreshes the row itself and we return the computed state unstored.
+    -- user is in flight (the user's exclusive lock, tried without waiting, before
+    -- computing; a shared lock would deadlock a read-then-spend transaction
+    -- against its concurrent twin); otherwise that write refreshes the row
+    -- itself and we return the computed state unstored.
     PERFORM nextval('public.subscription_cache_misses'::regclass);
-    IF public._try_lock_user_shared(v_user_id) THEN
+    IF public._try_lock_user(v_user_id) THEN
         RETURN public._store_subscription_cache(v_user_id, public._compute_subscription_state(v_user_id));
     END IF;
     v_state := public._compute_subscription_state(v_user_id);

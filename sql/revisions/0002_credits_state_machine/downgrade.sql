@@ -20,7 +20,7 @@ DROP FUNCTION IF EXISTS public._append_credit_transaction(text, integer, text, t
 DROP FUNCTION IF EXISTS public._store_subscription_cache(text, jsonb);
 DROP FUNCTION IF EXISTS public._compute_subscription_state(text);
 DROP FUNCTION IF EXISTS public._spending_refusal(text, boolean, timestamptz);
-DROP FUNCTION IF EXISTS public._try_lock_user_shared(text);
+DROP FUNCTION IF EXISTS public._try_lock_user(text);
 DROP FUNCTION IF EXISTS public._lock_user(text);
 DROP FUNCTION IF EXISTS public._billing_setting(text);
 

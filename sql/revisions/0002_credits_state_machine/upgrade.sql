@@ -212,9 +212,13 @@ INSERT INTO public.billing_settings (name, value, description) VALUES
 );
 
 -- Cache hit and miss counters: nextval() is lock-free and not transactional,
--- so counting does not slow or serialise the read path.
-CREATE SEQUENCE public.subscription_cache_hits AS bigint MINVALUE 0 START WITH 1 CACHE 1;
-CREATE SEQUENCE public.subscription_cache_misses AS bigint MINVALUE 0 START WITH 1 CACHE 1;
+-- so counting does not slow or serialise the read path. UNLOGGED (PostgreSQL
+-- 15+): a logged sequence writes WAL every 32 calls, which turns a read-only
+-- cache hit into a transaction that waits for a WAL flush at commit; the price
+-- is that the counters restart after a crash. (sqlfluff cannot parse UNLOGGED
+-- SEQUENCE yet, hence the noqa.)
+CREATE UNLOGGED SEQUENCE public.subscription_cache_hits AS bigint MINVALUE 0 START WITH 1 CACHE 1; -- noqa: PRS
+CREATE UNLOGGED SEQUENCE public.subscription_cache_misses AS bigint MINVALUE 0 START WITH 1 CACHE 1; -- noqa: PRS
 
 COMMENT ON SEQUENCE public.subscription_cache_hits IS
 'Counts get_user_subscription_state() cache hits since cache_stats_reset_at.';
