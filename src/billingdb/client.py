@@ -18,7 +18,7 @@ import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import psycopg
@@ -38,6 +38,7 @@ __all__ = [
     "Plan",
     "CustomerLink",
     "LedgerEntry",
+    "CreditHold",
 ]
 
 T = TypeVar("T")
@@ -180,6 +181,39 @@ class LedgerEntry:
     metadata: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class CreditHold:
+    """What reserve_credits, commit_credit_hold and release_credit_hold return (revision 0005).
+
+    ``success``/``code``/``message`` come from reserve_credits (a refusal has no ``hold_id``);
+    ``duplicate`` from commit and release; ``transaction_id`` is the usage (commit) or release entry.
+    """
+
+    success: bool
+    hold_id: int | None = None
+    user_id: str | None = None
+    amount: int | None = None
+    status: str | None = None
+    code: str | None = None
+    message: str | None = None
+    balance: int | None = None
+    replayed: bool = False
+    duplicate: bool = False
+    transaction_id: int | None = None
+    idempotency_key: str | None = None
+    description: str | None = None
+    metadata: dict[str, Any] | None = None
+    created_at: str | None = None
+    expires_at: str | None = None
+    settled_at: str | None = None
+    reason: str | None = None
+    result: Any = None
+    hold_transaction_id: int | None = None
+    release_transaction_id: int | None = None
+    usage_transaction_id: int | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
 class BillingClient:
     """billingdb's SQL API on one psycopg connection (autocommit: each call is its own transaction)."""
 
@@ -295,3 +329,39 @@ class BillingClient:
         return _build(CustomerLink, self._call(
             "link_stripe_customer", user_id=user_id, stripe_customer_id=stripe_customer_id,
         ))
+
+    # -- credit holds (revision 0005) ---------------------------------------------------
+    def reserve_credits(
+        self,
+        user_id: str,
+        amount: int,
+        ttl: timedelta = timedelta(minutes=5),
+        idempotency_key: str | None = None,
+        *,
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> CreditHold:
+        """Hold credits out of the spendable balance; a refusal is ``success`` false with a ``code``."""
+        return _build(CreditHold, self._call(
+            "reserve_credits", user_id=user_id, amount=amount, ttl=ttl, idempotency_key=idempotency_key,
+            description=description, metadata=Jsonb(metadata or {}),
+        ))
+
+    def commit_credit_hold(self, hold_id: int, result: Any = None) -> CreditHold:
+        """Spend a held hold (a usage entry); ``result`` is kept for replays of its key."""
+        return _build(CreditHold, self._call(
+            "commit_credit_hold", hold_id=hold_id, result=None if result is None else Jsonb(result),
+        ))
+
+    def release_credit_hold(self, hold_id: int, reason: str | None = None) -> CreditHold:
+        """Give a held hold's credits back."""
+        return _build(CreditHold, self._call("release_credit_hold", hold_id=hold_id, reason=reason))
+
+    def release_expired_credit_holds(self, max_holds: int = 1000) -> int:
+        """The sweep: release up to ``max_holds`` expired holds; returns how many."""
+        return int(self._call("release_expired_credit_holds", max_holds=max_holds))
+
+    def credit_holds(self, user_id: str, limit: int = 50) -> list[CreditHold]:
+        """A user's holds, newest first (``success`` is true for each)."""
+        rows = db.run(self.conn, "credit_holds", {"user_id": user_id, "row_limit": limit})
+        return [_build(CreditHold, {"success": True, **row["hold"]}) for row in rows]

@@ -27,6 +27,9 @@ __all__ = [
     "SubscriptionConflict",
     "LedgerAppendOnly",
     "UnknownStripeEvent",
+    "UnknownCreditHold",
+    "CreditHoldSettled",
+    "DowngradeRefused",
     "translate",
 ]
 
@@ -119,6 +122,25 @@ class LedgerAppendOnly(BillingError):
     sqlstate = "BD014"
 
 
+class UnknownCreditHold(BillingError):
+    """A credit hold id that does not exist (SQLSTATE BD070)."""
+
+    sqlstate = "BD070"
+
+
+class CreditHoldSettled(BillingError):
+    """A credit hold already settled the other way: commit of a released/expired hold, release of a committed one
+    (SQLSTATE BD071)."""
+
+    sqlstate = "BD071"
+
+
+class DowngradeRefused(BillingError):
+    """A downgrade that would lose data the previous revision cannot hold (SQLSTATE BD072)."""
+
+    sqlstate = "BD072"
+
+
 #: SQLSTATE -> (exception class, meaning). The reserved class is ``BD``.
 SQLSTATES: dict[str, tuple[type[BillingError], str]] = {
     "22023": (InvalidArgument, "invalid argument: null, out of range or malformed"),
@@ -132,6 +154,10 @@ SQLSTATES: dict[str, tuple[type[BillingError], str]] = {
     "BD013": (SubscriptionConflict, "the subscription belongs to another user or customer"),
     "BD014": (LedgerAppendOnly, "credit_transactions is append-only: correct with a new entry"),
     "BD030": (UnknownStripeEvent, "unknown Stripe event: no event with that id was received"),
+    "BD070": (UnknownCreditHold, "unknown credit hold id"),
+    "BD071": (CreditHoldSettled, "the credit hold is already settled: a released or expired hold cannot be "
+              "committed, a committed one cannot be released"),
+    "BD072": (DowngradeRefused, "downgrade refused: the previous revision cannot hold data this one wrote"),
 }
 
 
