@@ -137,8 +137,14 @@ def create_app(settings: ServiceSettings, routes: Sequence[BaseRoute] = ()) -> S
     return app
 
 
-def serve(settings: ServiceSettings, host: str = "127.0.0.1", port: int = 8000, **uvicorn_options: Any) -> None:
-    """Run the service with uvicorn until interrupted."""
+def serve(
+    settings: ServiceSettings,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    routes: Sequence[BaseRoute] = (),
+    **uvicorn_options: Any,
+) -> None:
+    """Run the service (and any extra ``routes``, e.g. billingdb.api's) with uvicorn until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(settings), host=host, port=port, **uvicorn_options)
+    uvicorn.run(create_app(settings, routes), host=host, port=port, **uvicorn_options)
