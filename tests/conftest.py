@@ -6,6 +6,13 @@ user's balance equals the sum of their credit transactions, no balance is
 negative, and each entry's balance_after is the running sum of that user's
 entries. Tests that downgrade may have removed the tables; then there is nothing
 to check.
+
+Credit holds (revision 0005) leave that rule as it is: held credits are out of
+the balance through a 'hold' ledger entry. Their own invariant is checked too:
+each hold has its one 'hold' entry of -amount; a settled hold its 'release'
+entry of +amount; a committed hold its 'usage' entry of -amount (all of the
+hold's user); and per user, the amount still held equals -(sum of the user's
+hold and release entries), so no such entry exists outside a hold.
 """
 
 from __future__ import annotations
@@ -47,6 +54,40 @@ WHERE r.balance_after <> r.running_total
 """
 
 
+_HOLD_VIOLATIONS = """
+SELECT 'hold entry' AS problem, h.user_id, h.hold_id::text AS hold, h.status AS detail
+FROM public.credit_holds AS h
+LEFT JOIN public.credit_transactions AS t ON t.id = h.hold_transaction_id
+WHERE t.id IS NULL OR t.transaction_type <> 'hold' OR t.amount <> -h.amount OR t.user_id <> h.user_id
+UNION ALL
+SELECT 'release entry', h.user_id, h.hold_id::text, h.status
+FROM public.credit_holds AS h
+LEFT JOIN public.credit_transactions AS t ON t.id = h.release_transaction_id
+WHERE h.status <> 'held'
+    AND (t.id IS NULL OR t.transaction_type <> 'release' OR t.amount <> h.amount OR t.user_id <> h.user_id)
+UNION ALL
+SELECT 'usage entry', h.user_id, h.hold_id::text, h.status
+FROM public.credit_holds AS h
+LEFT JOIN public.credit_transactions AS t ON t.id = h.usage_transaction_id
+WHERE h.status = 'committed'
+    AND (t.id IS NULL OR t.transaction_type <> 'usage' OR t.amount <> -h.amount OR t.user_id <> h.user_id)
+UNION ALL
+SELECT 'held <> -(hold + release entries)', coalesce(e.user_id, k.user_id), k.held::text, e.total::text
+FROM (
+    SELECT t.user_id, sum(t.amount) AS total
+    FROM public.credit_transactions AS t
+    WHERE t.transaction_type IN ('hold', 'release')
+    GROUP BY t.user_id
+) AS e
+FULL JOIN (
+    SELECT h.user_id, sum(h.amount) FILTER (WHERE h.status = 'held') AS held
+    FROM public.credit_holds AS h
+    GROUP BY h.user_id
+) AS k ON k.user_id = e.user_id
+WHERE coalesce(e.total, 0) <> -coalesce(k.held, 0)
+"""
+
+
 @pytest.fixture(autouse=True)
 def ledger_invariant(request: pytest.FixtureRequest) -> Iterator[None]:
     """After a test at head: balance = sum(amount) for every user, nothing negative."""
@@ -64,4 +105,7 @@ def ledger_invariant(request: pytest.FixtureRequest) -> Iterator[None]:
         if not (present and present[0]):
             return
         violations = c.execute(_LEDGER_VIOLATIONS).fetchall()
+        holds = c.execute("SELECT to_regclass('public.credit_holds') IS NOT NULL").fetchone()
+        hold_violations = c.execute(_HOLD_VIOLATIONS).fetchall() if holds and holds[0] else []
     assert violations == [], f"ledger invariant violated: {violations}"
+    assert hold_violations == [], f"credit hold invariant violated: {hold_violations}"
