@@ -305,3 +305,43 @@ BENCHMARKS += [
 
 def by_name() -> dict[str, Benchmark]:
     return {b.name: b for b in BENCHMARKS}
+
+
+# -- issue 6: credit holds and the application API (bench/http_api.py) ----------
+
+from bench import http_api  # noqa: E402  (kept with the entries that use it)
+
+
+def _check_hold_commit(ctx: Context) -> None:
+    user_id = f"{USER_PREFIX}1"
+    with ctx.connect("billingdb") as conn:
+        result = sqlfiles.value(conn, "sample_hold_commit", {"user_id": user_id})
+    if not isinstance(result, dict) or result.get("status") != "committed":
+        raise BenchError(f"reserve_credits + commit_credit_hold of {user_id!r} did not commit: {result!r}")
+
+
+BENCHMARKS += [
+    Benchmark(
+        name="hold_commit",
+        label="reserve_credits + commit_credit_hold, pairs/s",
+        database="billingdb",
+        script="hold_commit.sql",
+        setup=setup_deductions,
+        check=_check_hold_commit,
+        counter="committed_holds",
+        requires=("reserve_credits", "commit_credit_hold", "set_plan", "grant_credits"),
+        baseline="tpcb_like",
+        clients=(4,),
+    ),
+    Benchmark(
+        name="http_state",
+        label="GET /stripe/subscription/state (JWT), requests/s",
+        database="billingdb",
+        setup=setup_cache_hits,
+        check=_check_cached(True),
+        requires=("get_user_subscription_state", "reserve_credits"),
+        baseline="select_only",
+        clients=(4,),
+        measure=http_api.measure_state_reads(USER_PREFIX),
+    ),
+]

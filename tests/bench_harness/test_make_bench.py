@@ -16,6 +16,9 @@ import sys
 from pathlib import Path
 
 from billingdb.paths import ROOT
+from pending_revisions import HAS_0005
+
+ISSUE_6 = ("hold_commit", "http_state")  # skipped ("not at head yet") until revision 0005 is active
 
 
 def test_make_bench_smoke(pg_server_url: str, tmp_path: Path) -> None:
@@ -34,11 +37,16 @@ def test_make_bench_smoke(pg_server_url: str, tmp_path: Path) -> None:
     # issue 4: process_stripe_event (and its tpcb-like baseline) at 4 clients, the HTTP intake with 8 senders
     fixed = {("tpcb_like", 4), ("process_stripe_event", 4), ("process_stripe_event_duplicate", 4),
              ("http_intake_50", 8), ("http_intake_200", 8)}
+    # issue 6: reserve+commit pairs and authenticated state reads at 4 clients (and their baselines)
+    fixed |= {("hold_commit", 4), ("http_state", 4), ("select_only", 4)}
     assert set(rows) == {(n, c) for n in names for c in (1, 2)} | fixed
     for row in rows.values():
+        if row["name"] in ISSUE_6 and not HAS_0005:
+            assert row["skipped"], row
+            continue
         assert row["skipped"] is None, row
         assert row["tps"] > 0 and row["transactions"] > 0
-    compared = [r for r in rows.values() if r["baseline"]]
+    compared = [r for r in rows.values() if r["baseline"] and not r["skipped"]]
     assert all(r["ratio"] is not None for r in compared)
     assert {(t["benchmark"], t["clients"]) for t in report["targets"]} == {
         (n, c) for n in ("deduct_distinct", "state_cache_hit") for c in (1, 2)
@@ -48,4 +56,7 @@ def test_make_bench_smoke(pg_server_url: str, tmp_path: Path) -> None:
         assert extra["rate"] == f"{rate}/s"
         assert extra["p50_ms"] <= extra["p99_ms"] and extra["alloc_p99_ms"] is not None
         assert extra["webhook_p99<2s"] in ("pass", "miss") and extra["alloc_p99<500ms"] in ("pass", "miss")
+    if HAS_0005:
+        state = rows[("http_state", 4)]["extra"]
+        assert state["p50_ms"] <= state["p99_ms"] and state["api_p99<200ms"] in ("pass", "miss")
     assert "targets:" in done.stdout
