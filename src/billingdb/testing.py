@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -65,16 +68,22 @@ def _janitor(server_url: str, dbname: str, **kw: Any):  # type: ignore[no-untype
 
 
 @pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server_url() -> Iterator[str]:
     """URL of the session's server (its maintenance database)."""
     dsn = os.environ.get("BILLINGDB_TEST_DSN")
     if dsn:
         yield dsn
         return
-    pgdata = tmp_path_factory.mktemp("pg") / "data"
-    server = embedded.start_server(pgdata, cleanup_mode="delete")
-    yield server.get_uri()
-    server.cleanup()
+    # Not under pytest's basetemp: every pytest session re-applies mode 0700 to
+    # /tmp/pytest-of-USER, which locks out the server's own OS user (as root the
+    # embedded server runs as `embedded_postgres`) when sessions overlap.
+    parent = Path(tempfile.mkdtemp(prefix="billingdb-test-pg-"))
+    server = embedded.start_server(parent / "data", cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
