@@ -27,6 +27,7 @@ __all__ = [
     "SubscriptionConflict",
     "LedgerAppendOnly",
     "UnknownStripeEvent",
+    "CronUnavailable",
     "UnknownCreditHold",
     "CreditHoldSettled",
     "DowngradeRefused",
@@ -122,6 +123,12 @@ class LedgerAppendOnly(BillingError):
     sqlstate = "BD014"
 
 
+class CronUnavailable(BillingError):
+    """pg_cron is not installed in this database: jobs cannot be scheduled (SQLSTATE BD050)."""
+
+    sqlstate = "BD050"
+
+
 class UnknownCreditHold(BillingError):
     """A credit hold id that does not exist (SQLSTATE BD070)."""
 
@@ -154,6 +161,7 @@ SQLSTATES: dict[str, tuple[type[BillingError], str]] = {
     "BD013": (SubscriptionConflict, "the subscription belongs to another user or customer"),
     "BD014": (LedgerAppendOnly, "credit_transactions is append-only: correct with a new entry"),
     "BD030": (UnknownStripeEvent, "unknown Stripe event: no event with that id was received"),
+    "BD050": (CronUnavailable, "pg_cron is not installed in this database: use `billingdb maintenance run`"),
     "BD070": (UnknownCreditHold, "unknown credit hold id"),
     "BD071": (CreditHoldSettled, "the credit hold is already settled: a released or expired hold cannot be "
               "committed, a committed one cannot be released"),

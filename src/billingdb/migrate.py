@@ -8,7 +8,9 @@ A revision is a thin Python file that names the ``.sql`` files it applies
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 from alembic import context, op
 from alembic.config import Config
@@ -18,6 +20,14 @@ from billingdb.paths import ALEMBIC_INI, MIGRATIONS_DIR, SQL_DIR
 __all__ = ["alembic_config", "apply_sql", "read_sql"]
 
 SETTINGS_FILE = "revisions/settings.sql"
+
+# A revision's RAISE NOTICE (e.g. 0004: "pg_cron is not installed ...") is shown
+# with Alembic's own progress lines, as psql would show it for the offline script.
+_log = logging.getLogger("alembic.runtime.migration")
+
+
+def _log_notice(diag: Any) -> None:
+    _log.info("%s: %s", diag.severity, diag.message_primary)
 
 
 def alembic_config(url: str | None = None, env: str | None = None) -> Config:
@@ -52,8 +62,12 @@ def _execute(sql: str) -> None:
         # may hold several statements and $$ bodies verbatim.
         dbapi = op.get_bind().connection.dbapi_connection
         assert dbapi is not None
-        with dbapi.cursor() as cur:
-            cur.execute(sql)  # type: ignore[arg-type]
+        dbapi.add_notice_handler(_log_notice)  # type: ignore[attr-defined]
+        try:
+            with dbapi.cursor() as cur:
+                cur.execute(sql)  # type: ignore[arg-type]
+        finally:
+            dbapi.remove_notice_handler(_log_notice)  # type: ignore[attr-defined]
 
 
 def apply_sql(*relatives: str) -> None:

@@ -17,6 +17,8 @@ STATE_KEYS = {
 }
 STATUS_KEYS = {
     "total", "valid", "expired", "hits", "misses", "hit_rate", "stats_since", "average_age_seconds", "ttl_seconds",
+    # v2 (revision 0004): staleness, the last cleanup run, the pg_cron job.
+    "max_valid_age_seconds", "last_cleanup", "cleanup_job",
 }
 
 
