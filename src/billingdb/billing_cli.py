@@ -11,6 +11,7 @@ import dataclasses
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC
 from typing import Annotated, Any
 
 import typer
@@ -188,6 +189,11 @@ def cache_status(as_json: AsJson = False, database_url: DatabaseUrl = None, env:
     typer.echo(f"rows      {status.total} ({status.valid} valid, {status.expired} expired)")
     typer.echo(f"hit rate  {rate} ({status.hits} hits, {status.misses} misses since {status.stats_since})")
     typer.echo(f"avg age   {age}, ttl {status.ttl_seconds} s")
+    last = status.last_cleanup
+    typer.echo("cleanup   " + (f"last run {last['seconds_ago']:.0f} s ago, deleted {last['rows_deleted']} rows"
+                               if last else "never run")
+               + (f"; pg_cron job {status.cleanup_job['jobid']} (last run: {status.cleanup_job['last_status'] or '-'})"
+                  if status.cleanup_job else "; not scheduled in pg_cron"))
 
 
 @cache_app.command("clear")
@@ -202,3 +208,37 @@ def cache_clear(
             typer.echo(f"deleted {client.clear_expired_subscription_cache()} expired cache rows")
         else:
             typer.echo(f"deleted {client.clear_all_subscription_cache()} cache rows; hit counters reset")
+
+
+@cache_app.command("cleanup")
+def cache_cleanup(as_json: AsJson = False, database_url: DatabaseUrl = None, env: EnvName = None) -> None:
+    """Delete expired cache rows now and record the run (pg_cron job subscription_cache_cleanup does it every minute)."""
+    with _client(database_url, env) as client:
+        deleted = client.clear_expired_subscription_cache()
+        run = client.get_cache_cleanup_history(1)[0]
+    if as_json:
+        _print_json(run)
+    else:
+        typer.echo(f"deleted {deleted} expired cache rows in {run.duration_ms:.3f} ms")
+
+
+@cache_app.command("history")
+def cache_history(
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many runs, newest first.", min=1)] = 10,
+    as_json: AsJson = False,
+    database_url: DatabaseUrl = None,
+    env: EnvName = None,
+) -> None:
+    """The last cache cleanup runs (get_cache_cleanup_history): when, rows deleted, duration."""
+    with _client(database_url, env) as client:
+        runs = client.get_cache_cleanup_history(limit)
+    if as_json:
+        _print_json([dataclasses.asdict(r) for r in runs])
+        return
+    if not runs:
+        typer.echo("no cache cleanup has run yet (billingdb cache cleanup, or pg_cron job subscription_cache_cleanup)")
+        return
+    typer.echo(f"{'started (UTC)':<23}  {'deleted':>7}  {'duration':>11}")
+    for r in runs:
+        when = f"{r.started_at.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}"[:23]
+        typer.echo(f"{when}  {r.rows_deleted:>7}  {r.duration_ms:>8.3f} ms")

@@ -19,6 +19,7 @@ from billingdb.errors import BillingError, ConfigurationError, DatabaseUnavailab
 from billingdb.billing_cli import cache_app, credits_app, plans_app, state_command
 from billingdb.cli_options import DatabaseUrl, EnvName
 from billingdb.events_cli import events_app, serve_command
+from billingdb.operations_cli import health_command, maintenance_app, reconcile_command
 
 __all__ = ["app", "main"]
 
@@ -38,6 +39,9 @@ app.command("state")(state_command)
 app.add_typer(credits_app, name="credits")
 app.add_typer(plans_app, name="plans")
 app.add_typer(cache_app, name="cache")
+app.command("health")(health_command)
+app.command("reconcile")(reconcile_command)
+app.add_typer(maintenance_app, name="maintenance")
 
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation on prod.")]
 

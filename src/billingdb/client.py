@@ -38,6 +38,8 @@ __all__ = [
     "Plan",
     "CustomerLink",
     "LedgerEntry",
+    "CleanupRun",
+    "PurgeResult",
     "CreditHold",
 ]
 
@@ -142,6 +144,9 @@ class CacheStatus:
     stats_since: str | None = None
     average_age_seconds: float | None = None
     ttl_seconds: int | None = None
+    max_valid_age_seconds: float | None = None
+    last_cleanup: dict[str, Any] | None = None
+    cleanup_job: dict[str, Any] | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -179,6 +184,19 @@ class LedgerEntry:
     balance_after: int
     description: str | None
     metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CleanupRun:
+    started_at: datetime
+    rows_deleted: int
+    duration_ms: float
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    deleted: int
+    batches: int
 
 
 @dataclass(frozen=True)
@@ -329,6 +347,47 @@ class BillingClient:
         return _build(CustomerLink, self._call(
             "link_stripe_customer", user_id=user_id, stripe_customer_id=stripe_customer_id,
         ))
+
+    # -- cache cleanup, maintenance and the runbook's checks (revision 0004) --------------
+    def get_cache_cleanup_history(self, n: int = 10) -> list[CleanupRun]:
+        rows = db.run(self.conn, "get_cache_cleanup_history", {"n": n})
+        return [CleanupRun(r["started_at"], r["rows_deleted"], float(r["duration_ms"])) for r in rows]
+
+    def purge_stripe_events_batch(self, older_than: timedelta | None = None, batch_size: int = 1000) -> int:
+        return int(self._call("purge_stripe_events_batch", older_than=older_than, batch_size=batch_size))
+
+    def purge_stripe_events(self, older_than: timedelta | None = None, batch_size: int = 1000) -> PurgeResult:
+        """Every done event older than the retention, one batch per call until a short batch.
+
+        On the client's autocommit connection each batch is its own transaction,
+        so no lock is held for longer than one batch.
+        """
+        deleted = batches = 0
+        while True:
+            n = self.purge_stripe_events_batch(older_than, batch_size)
+            deleted += n
+            batches += 1 if n else 0
+            if n < batch_size:
+                return PurgeResult(deleted, batches)
+
+    def trim_cron_job_run_details(self, older_than: timedelta | None = None) -> int | None:
+        value = self._call("trim_cron_job_run_details", older_than=older_than)
+        return None if value is None else int(value)
+
+    def billing_cron_jobs(self) -> list[dict[str, Any]]:
+        return db.run(self.conn, "billing_cron_jobs")
+
+    def schedule_billing_jobs(self) -> list[dict[str, Any]]:
+        return db.run(self.conn, "schedule_billing_jobs")
+
+    def unschedule_billing_jobs(self) -> list[dict[str, Any]]:
+        return db.run(self.conn, "unschedule_billing_jobs")
+
+    def billing_health(self) -> dict[str, Any]:
+        return dict(self._call("billing_health"))
+
+    def reconcile_credits(self, since: datetime | None = None) -> list[dict[str, Any]]:
+        return db.run(self.conn, "reconcile_credits", {"since": since})
 
     # -- credit holds (revision 0005) ---------------------------------------------------
     def reserve_credits(
