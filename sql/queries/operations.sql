@@ -63,3 +63,29 @@ SELECT
     j.job_name,
     j.jobid
 FROM public.unschedule_billing_jobs() AS j;
+
+-- name: unallocated_paid_invoices
+-- The weekly check against Stripe's invoices: every invoice a paid event was
+-- received for (since the cut-off, null: ever) that has no allocation in the
+-- ledger, unless processing ignored it (an invoice without a subscription).
+-- Processing allocates every other paid invoice, so each row is a failed or
+-- pending event, or a lost allocation.
+SELECT
+    e.object_id AS invoice_id,
+    e.customer_id,
+    c.user_id,
+    min(e.created_at) AS received_at,
+    string_agg(DISTINCT e.status, ',' ORDER BY e.status) AS statuses,
+    max(e.error) AS error
+FROM public.stripe_events AS e
+LEFT JOIN public.stripe_customers AS c ON e.customer_id = c.stripe_customer_id
+WHERE
+    e.event_type IN ('invoice.paid', 'invoice.payment_succeeded')
+    AND e.created_at >= coalesce(%(since)s::timestamptz, '-infinity'::timestamptz)  -- noqa: RF02
+    AND NOT EXISTS (
+        SELECT FROM public.credit_transactions AS t
+        WHERE t.metadata ->> 'invoice_id' = e.object_id AND t.transaction_type = 'allocation'
+    )
+GROUP BY e.object_id, e.customer_id, c.user_id
+HAVING NOT bool_or(e.status = 'ignored')
+ORDER BY received_at, invoice_id;

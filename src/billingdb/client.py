@@ -389,6 +389,10 @@ class BillingClient:
     def reconcile_credits(self, since: datetime | None = None) -> list[dict[str, Any]]:
         return db.run(self.conn, "reconcile_credits", {"since": since})
 
+    def unallocated_paid_invoices(self, since: datetime | None = None) -> list[dict[str, Any]]:
+        """Invoices a paid event was received for that allocated no credits (failed, pending or lost)."""
+        return db.run(self.conn, "unallocated_paid_invoices", {"since": since})
+
     # -- credit holds (revision 0005) ---------------------------------------------------
     def reserve_credits(
         self,

@@ -5,7 +5,8 @@
   breach named), 2 when the database cannot be chosen or reached;
 - ``reconcile [--since 7d|DATE] [--json]``: the weekly check, per user allocated,
   used and balance, with every mismatch or negative balance named
-  (``reconcile_credits()``): exit 1 on a finding;
+  (``reconcile_credits()``), and every paid invoice that allocated no credits
+  (named query ``unallocated_paid_invoices``): exit 1 on a finding;
 - ``maintenance run``: what the pg_cron jobs do, once (for system cron or a
   Kubernetes CronJob): delete expired cache rows, purge old processed Stripe
   events in committed batches, trim pg_cron's run log;
@@ -91,16 +92,18 @@ def reconcile_command(
     database_url: DatabaseUrl = None,
     env: EnvName = None,
 ) -> None:
-    """The weekly reconciliation: per user allocated / used / balance; exit 1 when a balance is wrong or negative."""
+    """The weekly check: per user allocated / used / balance, paid invoices without credits; exit 1 on a finding."""
     cutoff = None if since.strip().lower() == "all" else parse_since(since)
     with _client(database_url, env) as client:
         rows = client.reconcile_credits(cutoff)
+        unallocated = client.unallocated_paid_invoices(cutoff)
     findings = [r for r in rows if r["findings"]]
     if as_json:
-        _print_json({"since": cutoff, "users": rows, "findings": len(findings)})
+        _print_json({"since": cutoff, "users": rows, "findings": len(findings) + len(unallocated),
+                     "unallocated_invoices": unallocated})
     else:
         label = f"since {cutoff:%Y-%m-%d %H:%M:%S %Z}" if cutoff else "over all time"
-        typer.echo(f"credits {label}: {len(rows)} users listed, {len(findings)} with a finding")
+        typer.echo(f"credits {label}: {len(rows)} users listed, {len(findings)} with a balance finding")
         if rows:
             typer.echo(f"{'user':<24} {'allocated':>9} {'used':>7} {'refunded':>8} {'adjusted':>8} {'expired':>7} "
                        f"{'balance':>7} {'ledger':>7}  findings")
@@ -113,7 +116,13 @@ def reconcile_command(
                        + "; ".join(f"{r['user_id']} {', '.join(r['findings'])}" for r in findings))
         else:
             typer.echo("no finding: every balance equals the sum of its ledger and none is negative")
-    if findings:
+        for inv in unallocated:
+            typer.echo(f"UNALLOCATED: invoice {inv['invoice_id']} of {inv['user_id'] or inv['customer_id'] or '?'} "
+                       f"paid (events {inv['statuses']}) but no credits allocated"
+                       + (f": {inv['error']}" if inv["error"] else ""))
+        if not unallocated:
+            typer.echo("every paid invoice received allocated its credits")
+    if findings or unallocated:
         raise typer.Exit(1)
 
 
