@@ -137,7 +137,8 @@ def maintenance_run(
     database_url: DatabaseUrl = None,
     env: EnvName = None,
 ) -> None:
-    """Run every maintenance job once (what pg_cron would): cache cleanup, events purge, cron log trim."""
+    """Run every maintenance job once (what pg_cron would): cache cleanup, events purge, cron log trim,
+    expired credit holds released."""
     older_than = timedelta(days=retention_days) if retention_days is not None else None
     started = datetime.now(UTC)
     with _client(database_url, env) as client:
@@ -145,6 +146,7 @@ def maintenance_run(
         run = client.get_cache_cleanup_history(1)[0]
         purged = client.purge_stripe_events(older_than, batch_size)
         trimmed = client.trim_cron_job_run_details()
+        released = client.release_expired_credit_holds()
     if as_json:
         _print_json({
             "started_at": started,
@@ -153,6 +155,7 @@ def maintenance_run(
             "stripe_events_deleted": purged.deleted,
             "stripe_events_batches": purged.batches,
             "cron_runs_deleted": trimmed,
+            "credit_holds_released": released,
         })
         return
     typer.echo(f"cache cleanup: deleted {deleted} expired cache rows in {run.duration_ms:.3f} ms")
@@ -164,6 +167,7 @@ def maintenance_run(
     else:
         typer.echo(f"cron.job_run_details trim: deleted {trimmed} runs older than the retention "
                    "(cron_history_retention_days)")
+    typer.echo(f"credit holds: released {released} expired holds (their credits are back in the balance)")
 
 
 def _cron_error(exc: CronUnavailable) -> None:

@@ -16,9 +16,7 @@ import sys
 from pathlib import Path
 
 from billingdb.paths import ROOT
-from pending_revisions import HAS_0005
 
-ISSUE_6 = ("hold_commit", "http_state")  # skipped ("not at head yet") until revision 0005 is active
 
 
 def test_make_bench_smoke(pg_server_url: str, tmp_path: Path) -> None:
@@ -41,9 +39,6 @@ def test_make_bench_smoke(pg_server_url: str, tmp_path: Path) -> None:
     fixed |= {("hold_commit", 4), ("http_state", 4), ("select_only", 4)}
     assert set(rows) == {(n, c) for n in names for c in (1, 2)} | fixed
     for row in rows.values():
-        if row["name"] in ISSUE_6 and not HAS_0005:
-            assert row["skipped"], row
-            continue
         assert row["skipped"] is None, row
         assert row["tps"] > 0 and row["transactions"] > 0
     compared = [r for r in rows.values() if r["baseline"] and not r["skipped"]]
@@ -56,7 +51,6 @@ def test_make_bench_smoke(pg_server_url: str, tmp_path: Path) -> None:
         assert extra["rate"] == f"{rate}/s"
         assert extra["p50_ms"] <= extra["p99_ms"] and extra["alloc_p99_ms"] is not None
         assert extra["webhook_p99<2s"] in ("pass", "miss") and extra["alloc_p99<500ms"] in ("pass", "miss")
-    if HAS_0005:
-        state = rows[("http_state", 4)]["extra"]
-        assert state["p50_ms"] <= state["p99_ms"] and state["api_p99<200ms"] in ("pass", "miss")
+    state = rows[("http_state", 4)]["extra"]
+    assert state["p50_ms"] <= state["p99_ms"] and state["api_p99<200ms"] in ("pass", "miss")
     assert "targets:" in done.stdout

@@ -20,9 +20,6 @@ import psycopg
 import pytest
 from helpers import NOW, balance, call, contents, count, customer, fund, subscribe
 from psycopg.types.json import Jsonb
-from pending_revisions import requires_0005
-
-pytestmark = requires_0005
 
 TTL = timedelta(minutes=5)
 
@@ -482,3 +479,18 @@ def test_commit_release_and_sweep_race_on_one_hold(conn, connect) -> None:  # ty
         "SELECT coalesce(sum(amount), 0) AS n FROM public.credit_holds WHERE status = 'committed'"
     ).fetchone()["n"]
     assert balance(conn, "u1") == 10 - spent
+
+
+def test_maintenance_run_releases_expired_holds(conn, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from billingdb.cli import app
+
+    _active_user(conn, "u1", credits=10)
+    _reserve(conn, "u1", 4, ttl=timedelta(milliseconds=100))
+    assert balance(conn, "u1") == 6
+    time.sleep(0.2)
+    result = CliRunner().invoke(app, ["maintenance", "run", "--database-url", database_url])
+    assert result.exit_code == 0, result.output
+    assert "credit holds: released 1 expired holds" in result.output
+    assert balance(conn, "u1") == 10

@@ -10,9 +10,6 @@ from helpers import customer, fund, subscribe
 
 from billingdb import errors
 from billingdb.client import BillingClient, CreditHold
-from pending_revisions import requires_0005
-
-pytestmark = requires_0005
 
 
 

@@ -8,9 +8,6 @@ from alembic import command
 from helpers import call, customer, fund, subscribe
 
 from billingdb.migrate import alembic_config
-from pending_revisions import requires_0005
-
-pytestmark = requires_0005
 
 
 

@@ -25,9 +25,6 @@ from starlette.testclient import TestClient
 
 from billingdb import auth
 from billingdb.errors import ConfigurationError
-from pending_revisions import requires_0005
-
-pytestmark = requires_0005
 
 ROUTES = [
     ("POST", "/stripe/checkout/session",

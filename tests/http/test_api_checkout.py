@@ -17,9 +17,6 @@ from helpers import contents
 from starlette.testclient import TestClient
 
 from billingdb import checkout
-from pending_revisions import requires_0005
-
-pytestmark = requires_0005
 
 BODY = {"price_id": PRICE, "success_url": "https://app.test/success?s={CHECKOUT_SESSION_ID}",
         "cancel_url": "https://app.test/cancel"}

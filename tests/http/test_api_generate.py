@@ -30,9 +30,6 @@ from starlette.testclient import TestClient
 
 from billingdb import generation
 from billingdb.errors import ConfigurationError
-from pending_revisions import requires_0005
-
-pytestmark = requires_0005
 
 PATH = "/stories/generate-with-credits"
 STORY = {"title": "Test Story", "prompt": "A test story about deployment", "includeImage": True}

@@ -22,9 +22,6 @@ from schemathesis import GenerationMode, checks
 from schemathesis.specs.openapi import checks as openapi_checks
 
 from billingdb import api
-from pending_revisions import requires_0005
-
-pytestmark = requires_0005
 
 
 MAX_EXAMPLES = 15

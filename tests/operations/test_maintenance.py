@@ -138,6 +138,7 @@ def test_cli_maintenance_run_does_every_job_once(database_url: str) -> None:
     report = json.loads(again.output)
     assert report["stripe_events_deleted"] == 1 and report["cache_rows_deleted"] == 0
     assert report["cron_runs_deleted"] is None
+    assert report["credit_holds_released"] == 0
     too_short = runner.invoke(app, ["maintenance", "run", "--retention-days", "7", "--database-url", database_url])
     assert too_short.exit_code == 2  # usage error: at least 30 days
 
@@ -152,6 +153,6 @@ def test_cli_schedule_without_pg_cron_is_a_clear_error(database_url: str) -> Non
     status = runner.invoke(app, ["maintenance", "status", "--database-url", database_url])
     assert status.exit_code == 0
     assert [line.split()[0] for line in status.output.splitlines()[::2]] == [
-        "subscription_cache_cleanup", "stripe_events_purge", "cron_job_run_details_trim"
+        "subscription_cache_cleanup", "stripe_events_purge", "cron_job_run_details_trim", "credit_holds_release"
     ]
-    assert status.output.count("not scheduled") == 3
+    assert status.output.count("not scheduled") == 4

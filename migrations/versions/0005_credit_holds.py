@@ -18,23 +18,6 @@ pg_cron is installed) and `billingdb maintenance run`.
 
 The downgrade refuses (BD072) once the ledger holds hold or release entries:
 the ledger is append-only and 0004's ledger cannot represent them.
-
-PENDING: this file waits in migrations/pending/ (Alembic does not read it)
-because revision 0004 was not committed when it was written. To activate it,
-once 0004 is in migrations/versions:
-
-1. git mv migrations/pending/0005_credit_holds.py migrations/versions/
-2. create sql/functions/billing_cron_jobs/v2.sql: a copy of 0004's v1 with one
-   more row in its VALUES list, (N, 'credit_holds_release', '* * * * *',
-   'SELECT public.release_expired_credit_holds()', 'every minute: give back the
-   credits of expired credit holds'), and the job named in its COMMENT;
-3. `billingdb maintenance run`: call BillingClient.release_expired_credit_holds()
-   and print how many holds it released; adjust 0004's tests that count 3 jobs;
-4. make snapshot, make test (tests/pending_revisions.py then stops skipping the
-   credit hold and API tests, and the bench smoke test expects their figures).
-
-Tested meanwhile on top of 0003 (down_revision "0003", without steps 2-3): the
-up/down test, the credit hold and API tests, make bench.
 """
 
 from __future__ import annotations
