@@ -30,6 +30,7 @@ from typing import Annotated, Any
 import typer
 
 from billingdb import config, db, webhooks
+from billingdb.cli_options import AsJson, DatabaseUrl, EnvName
 from billingdb.errors import ConfigurationError
 
 __all__ = ["events_app", "serve_command", "read_event_files", "parse_since"]
@@ -37,17 +38,6 @@ __all__ = ["events_app", "serve_command", "read_event_files", "parse_since"]
 events_app = typer.Typer(
     help="Stripe webhook events: list, show, retry, replay (process_stripe_event).", no_args_is_help=True
 )
-
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option("--database-url", help="PostgreSQL URL; overrides DATABASE_URL and --env.", show_default=False),
-]
-EnvName = Annotated[
-    str | None,
-    typer.Option("--env", help="Environment name looked up in billingdb.toml (e.g. nonprod, prod).",
-                 show_default=False),
-]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
