@@ -18,7 +18,6 @@ from pathlib import Path
 from billingdb.paths import ROOT
 
 
-
 def test_make_bench_smoke(pg_server_url: str, tmp_path: Path) -> None:
     output = tmp_path / "bench.json"
     env = {**os.environ, "BILLINGDB_BENCH_DSN": pg_server_url}
