@@ -21,22 +21,17 @@ from __future__ import annotations
 
 import http.client
 import math
-import os
 import random
 import secrets
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import IO, TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from bench.errors import BenchError
+from bench.service import get, serve, tail
 from bench.pgbench import Measurement
 from bench.server import log
 
@@ -46,35 +41,11 @@ if TYPE_CHECKING:
 __all__ = ["measure_state_reads", "API_TARGET_MS"]
 
 API_TARGET_MS = 200.0  # the seed: API endpoint latency < 200 ms
-STARTUP_TIMEOUT = 30.0
 REQUEST_TIMEOUT = 10.0
 TOKENS = 500  # distinct users whose tokens are signed before a run
 ISSUER = "https://bench.billingdb.invalid"
 AUDIENCE = "billingdb-bench"
 PATH = "/stripe/subscription/state"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _tail(stream: IO[bytes], lines: int = 15) -> str:
-    stream.seek(0)
-    text = stream.read().decode("utf-8", "replace").strip()
-    return "\n".join(text.splitlines()[-lines:]) or "(no output)"
-
-
-def _get(port: int, path: str, headers: dict[str, str] | None = None) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-    try:
-        conn.request("GET", path, headers=headers or {})
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    finally:
-        conn.close()
 
 
 def _keys() -> tuple[bytes, str]:
@@ -90,42 +61,15 @@ def _keys() -> tuple[bytes, str]:
     return private, public
 
 
-@contextmanager
-def _serve(database_url: str, public_pem: str) -> Iterator[tuple[int, IO[bytes]]]:
-    """``billingdb serve`` with the API on: yields (port, its output) once /healthz answers; always stopped."""
-    port = _free_port()
-    env = {
-        **os.environ,
+def _serve(database_url: str, public_pem: str):  # type: ignore[no-untyped-def]
+    """``billingdb serve`` with the application API on (see bench.service.serve)."""
+    return serve({
         "DATABASE_URL": database_url,
         "STRIPE_WEBHOOK_SECRET": f"whsec_bench_{secrets.token_hex(16)}",
         "BILLINGDB_JWT_PUBLIC_KEY": public_pem,
         "BILLINGDB_JWT_ISSUER": ISSUER,
         "BILLINGDB_JWT_AUDIENCE": AUDIENCE,
-    }
-    env.pop("BILLINGDB_JWT_JWKS_URL", None)
-    command = [sys.executable, "-m", "billingdb", "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--log-level", "warning"]
-    with tempfile.TemporaryFile() as output:
-        proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + STARTUP_TIMEOUT
-            while True:
-                try:
-                    if _get(port, "/healthz") == 200:
-                        break
-                except OSError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise BenchError(f"billingdb serve did not start (exit status {proc.poll()}):\n{_tail(output)}")
-                time.sleep(0.1)
-            yield port, output
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    }, unset=("BILLINGDB_JWT_JWKS_URL",))
 
 
 def _percentile(values: list[float], p: float) -> float:
@@ -146,9 +90,9 @@ def _measure(ctx: Context, clients: int, seconds: float, user_prefix: str) -> Me
     ]
     with _serve(ctx.urls["billingdb"], public_pem) as (port, output):
         # Warm the pool and check one authenticated read before the clock starts.
-        status = _get(port, PATH, {"Authorization": f"Bearer {tokens[0]}"})
+        status = get(port, PATH, {"Authorization": f"Bearer {tokens[0]}"})
         if status != 200:
-            raise BenchError(f"GET {PATH} answered {status}:\n{_tail(output)}")
+            raise BenchError(f"GET {PATH} answered {status}:\n{tail(output)}")
         latencies: list[list[float]] = [[] for _ in range(clients)]
         errors: Counter[str] = Counter()
         lock = threading.Lock()
@@ -188,7 +132,7 @@ def _measure(ctx: Context, clients: int, seconds: float, user_prefix: str) -> Me
         elapsed = time.monotonic() - start
         if errors:
             summary = "; ".join(f"{n} x {e}" for e, n in errors.most_common(5))
-            raise BenchError(f"GET {PATH}: {sum(errors.values())} requests failed: {summary}\n{_tail(output)}")
+            raise BenchError(f"GET {PATH}: {sum(errors.values())} requests failed: {summary}\n{tail(output)}")
     done = [v for per in latencies for v in per]
     if not done:
         raise BenchError(f"GET {PATH}: no request finished in {seconds:g} s")

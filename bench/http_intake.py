@@ -31,26 +31,20 @@ import http.client
 import itertools
 import json
 import math
-import os
 import secrets
-import signal
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from billingdb.stripe_samples import sign
 
 from bench import sqlfiles, stripe_events
 from bench.errors import BenchError
+from bench.service import get, serve, tail
 from bench.pgbench import Measurement
 from bench.server import log
 
@@ -61,7 +55,6 @@ __all__ = ["measure_at", "WEBHOOK_TARGET_MS", "ALLOCATION_TARGET_MS"]
 
 WEBHOOK_TARGET_MS = 2000.0  # the seed: webhook processing < 2 s
 ALLOCATION_TARGET_MS = 500.0  # the seed: credit allocation < 500 ms
-STARTUP_TIMEOUT = 30.0  # seconds for billingdb serve to answer /healthz
 REQUEST_TIMEOUT = 10.0
 DRAIN = 30.0  # seconds after the schedule's end when no more events are sent
 MAX_EVENTS = 60_000  # per run, whatever --duration says (5 minutes at 200/s)
@@ -80,76 +73,16 @@ class _Sample:
     error: str | None = None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux: the child gets SIGTERM if the bench process dies without terminating it."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
-def _tail(stream: IO[bytes], lines: int = 15) -> str:
-    stream.seek(0)
-    text = stream.read().decode("utf-8", "replace").strip()
-    return "\n".join(text.splitlines()[-lines:]) or "(no output)"
-
-
-def _get(port: int, path: str) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    finally:
-        conn.close()
-
-
-@contextmanager
-def _serve(database_url: str, secret: str) -> Iterator[tuple[int, IO[bytes]]]:
-    """``billingdb serve`` on 127.0.0.1: yields (port, its output) once /healthz answers 200; always stopped."""
-    port = _free_port()
-    # The database URL and the secret go through the environment, not the command line (ps shows that).
-    env = {**os.environ, "DATABASE_URL": database_url, "STRIPE_WEBHOOK_SECRET": secret}
-    command = [sys.executable, "-m", "billingdb", "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--log-level", "warning"]
-    with tempfile.TemporaryFile() as output:
-        proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
-        try:
-            deadline = time.monotonic() + STARTUP_TIMEOUT
-            while True:
-                try:
-                    if _get(port, "/healthz") == 200:
-                        break
-                except OSError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise BenchError(f"billingdb serve did not start (exit status {proc.poll()}):\n{_tail(output)}")
-                time.sleep(0.1)
-            yield port, output
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+def _serve(database_url: str, secret: str):  # type: ignore[no-untyped-def]
+    """``billingdb serve`` for the webhook intake (see bench.service.serve)."""
+    return serve({"DATABASE_URL": database_url, "STRIPE_WEBHOOK_SECRET": secret})
 
 
 def _prime(port: int, clients: int) -> None:
     """Concurrent /healthz requests, so that the service's connection pool has grown before the clock starts."""
     def hit() -> None:
         for _ in range(3):
-            _get(port, "/healthz")
+            get(port, "/healthz")
 
     threads = [threading.Thread(target=hit) for _ in range(clients)]
     for t in threads:
@@ -250,7 +183,7 @@ def _measure(ctx: Context, clients: int, seconds: float, rate: float, price_id: 
             reasons = Counter(s.error or f"HTTP {s.http_status} {s.status}" for s in failed)
             summary = "; ".join(f"{n} x {r}" for r, n in reasons.most_common(5))
             raise BenchError(f"HTTP intake at {rate:g}/s: {len(failed)} of {count} events not processed: {summary}\n"
-                             f"billingdb serve said:\n{_tail(output)}")
+                             f"billingdb serve said:\n{tail(output)}")
     latencies = [(s.done - s.due) * 1000 for s in samples if s.done is not None]
     allocations = [(s.done - s.due) * 1000 for s in samples
                    if s.done is not None and s.kind in stripe_events.ALLOCATION_KINDS]
