@@ -31,6 +31,7 @@ __all__ = [
     "UnknownCreditHold",
     "CreditHoldSettled",
     "DowngradeRefused",
+    "RetryableConflict",
     "translate",
 ]
 
@@ -148,9 +149,20 @@ class DowngradeRefused(BillingError):
     sqlstate = "BD072"
 
 
+class RetryableConflict(BillingError):
+    """A concurrent writer got there first; nothing changed, run the call again (SQLSTATE 40001).
+
+    process_stripe_event raises it when the event's row appears although it holds the
+    event's lock (a writer that bypasses process_stripe_event): the event's effects are
+    undone, and the next delivery is a duplicate."""
+
+    sqlstate = "40001"
+
+
 #: SQLSTATE -> (exception class, meaning). The reserved class is ``BD``.
 SQLSTATES: dict[str, tuple[type[BillingError], str]] = {
     "22023": (InvalidArgument, "invalid argument: null, out of range or malformed"),
+    "40001": (RetryableConflict, "a concurrent writer got there first; nothing changed: run the call again"),
     "BD001": (UnknownCustomer, "unknown Stripe customer: no user is linked to it"),
     "BD002": (UnknownUser, "unknown user"),
     "BD003": (UnknownPlan, "unknown plan: the Stripe price is not in public.plans"),

@@ -228,3 +228,57 @@ def test_link_racing_the_events_leaves_nothing_pending(db, connect, shape) -> No
         state = world_state(db, w.user_id, w.customer_id)
         assert state["events_not_done"] == 0, results
         assert state["subscriptions"][0]["status"] == "active" and state["balance"] == 30
+
+
+@shapes
+def test_concurrent_deliveries_of_an_event_without_customer_record_it_once(db, connect, shape) -> None:  # type: ignore[no-untyped-def]
+    # No customer, so no customer lock: the event's own lock (_lock_stripe_event) serialises them.
+    w = StripeWorld(api_version=shape)
+    event = w.event("plan.created", {"id": "plan_123", "object": "plan"})
+    results = _concurrently(connect, 8, lambda c, i: process(c, event))
+    assert Counter(r["status"] for r in results) == {"ignored": 1, "duplicate": 7}
+    assert db.execute("SELECT count(*) AS n FROM public.stripe_events").fetchone()["n"] == 1
+
+
+@shapes
+def test_a_row_written_behind_the_locks_undoes_the_delivery(db, connect, shape) -> None:  # type: ignore[no-untyped-def]
+    # A writer that bypasses process_stripe_event (the owner inserting the row by hand) holds an
+    # uncommitted row for the event; a delivery applies the event, then finds the row at its INSERT,
+    # and rolls back with 40001 so that nothing it did remains.
+    w = StripeWorld(api_version=shape)
+    db.execute("SELECT public.link_stripe_customer(%s, %s)", (w.user_id, w.customer_id))
+    created, paid, *_ = w.new_subscription()
+    assert process(db, created)["status"] == "processed"
+    before = world_state(db, w.user_id, w.customer_id)
+    intruder = connect(autocommit=False)
+    intruder.execute(
+        "INSERT INTO public.stripe_events (stripe_event_id, event_type, payload) VALUES (%s, %s, '{}')",
+        (paid["id"], paid["type"]),
+    )
+    delivery = connect()
+    outcome: list[BaseException] = []
+
+    def deliver() -> None:
+        try:
+            process(delivery, paid)
+        except BaseException as exc:  # noqa: BLE001 - asserted below
+            outcome.append(exc)
+
+    t = threading.Thread(target=deliver)
+    t.start()
+    # The delivery waits at its INSERT for the intruder's row, which then commits.
+    for _ in range(100):
+        waiting = db.execute(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'",
+            (delivery.info.backend_pid,),
+        ).fetchone()["n"]
+        if waiting:
+            break
+        threading.Event().wait(0.05)
+    assert waiting, "the delivery never waited for the intruder's row"
+    intruder.commit()
+    t.join(timeout=30)
+    assert len(outcome) == 1 and isinstance(outcome[0], psycopg.errors.SerializationFailure), outcome
+    assert "recorded concurrently" in str(outcome[0])
+    assert world_state(db, w.user_id, w.customer_id) == before
+    assert event_row(db, paid["id"])["payload"] == {}

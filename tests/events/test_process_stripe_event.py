@@ -6,6 +6,7 @@ HTTP is tested in tests/http; order and concurrency in test_event_ordering.py.
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import psycopg
@@ -407,3 +408,17 @@ def test_jsonb_parameter_binding(db, shape) -> None:  # type: ignore[no-untyped-
     assert r["status"] == "ignored"
     assert db.execute("SELECT public.process_stripe_event(%s) AS r", (Jsonb(e),)).fetchone()["r"]["status"] \
         == "duplicate"
+
+
+def test_payload_is_stored_uncompressed(db, shape) -> None:  # type: ignore[no-untyped-def]
+    # Revision 0006: compressing a 3-10 kB event cost more than the rest of its INSERT.
+    w = linked_world(db, shape)
+    created, *_ = w.new_subscription()
+    assert process(db, created)["status"] == "processed"
+    row = db.execute(
+        "SELECT pg_column_compression(e.payload) AS method, e.payload = %s::jsonb AS same, a.attstorage "
+        "FROM public.stripe_events AS e, pg_attribute AS a "
+        "WHERE e.stripe_event_id = %s AND a.attrelid = 'public.stripe_events'::regclass AND a.attname = 'payload'",
+        (json.dumps(created), created["id"]),
+    ).fetchone()
+    assert row == {"method": None, "same": True, "attstorage": "e"}

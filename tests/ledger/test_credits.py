@@ -282,6 +282,34 @@ def test_allocation_creates_balance_entry_log_and_is_found_by_invoice(conn) -> N
     assert "idx_credit_transactions_invoice_id" in " ".join(p["QUERY PLAN"] for p in plan)
 
 
+def test_allocation_sets_the_new_balance_in_a_cached_row(conn) -> None:  # type: ignore[no-untyped-def]
+    # v3 (revision 0006): the cached row takes the new balance in place; the subscription part,
+    # cached_at and expires_at stay (an allocation changes no subscription).
+    cus = customer(conn, "u1")
+    subscribe(conn, "u1", "active")
+    cached = call(conn, "get_user_subscription_state", "u1")
+    row_before = conn.execute("SELECT * FROM public.subscription_cache WHERE user_id = 'u1'").fetchone()
+    r = call(conn, "add_subscription_credits", cus, "in_1", "sub_u1", 30)
+    row = conn.execute("SELECT * FROM public.subscription_cache WHERE user_id = 'u1'").fetchone()
+    assert row["credits_balance"] == r["balance"] == row["state"]["credits_balance"] == cached["credits_balance"] + 30
+    assert (row["cached_at"], row["expires_at"]) == (row_before["cached_at"], row_before["expires_at"])
+    assert {k: v for k, v in row["state"].items() if k != "credits_balance"} == {
+        k: v for k, v in row_before["state"].items() if k != "credits_balance"
+    }
+    again = call(conn, "get_user_subscription_state", "u1")
+    assert again["cached"] is True and again["credits_balance"] == r["balance"]
+
+
+def test_allocation_without_a_cached_row_creates_none(conn) -> None:  # type: ignore[no-untyped-def]
+    cus = customer(conn, "u1")
+    subscribe(conn, "u1", "active")
+    call(conn, "clear_all_subscription_cache")
+    r = call(conn, "add_subscription_credits", cus, "in_1", "sub_u1", 30)
+    assert count(conn, "subscription_cache") == 0
+    state = call(conn, "get_user_subscription_state", "u1")
+    assert state["cached"] is False and state["credits_balance"] == r["balance"] == 30
+
+
 def test_allocation_is_at_most_once_per_invoice(conn) -> None:  # type: ignore[no-untyped-def]
     cus = customer(conn, "u1")
     first = call(conn, "add_subscription_credits", cus, "in_1", "sub_u1", 30)
@@ -605,6 +633,12 @@ def test_only_service_role_may_call(conn, function: str, args: str) -> None:  # 
         conn.execute("UPDATE public.credit_balances SET balance = 1")
 
 
+#: Helpers that touch no table (revision 0006): plain SQL, SECURITY INVOKER, no SET clause, so
+#: that the planner inlines them into their callers (SECURITY DEFINER, search_path ''); definer
+#: rights would give them nothing and would stop the inlining.
+INLINED_HELPERS = {"_stripe_id(jsonb)", "_stripe_event_refs(jsonb)"}
+
+
 def test_every_new_function_is_locked_down(conn) -> None:  # type: ignore[no-untyped-def]
     rows = conn.execute(
         """
@@ -619,6 +653,19 @@ def test_every_new_function_is_locked_down(conn) -> None:  # type: ignore[no-unt
     ).fetchall()
     assert len(rows) >= 20
     for r in rows:
-        assert r["prosecdef"] and r["proconfig"] == ["search_path=\"\""], r["f"]
+        if r["f"] in INLINED_HELPERS:
+            assert not r["prosecdef"] and r["proconfig"] is None, r["f"]
+        else:
+            assert r["prosecdef"] and r["proconfig"] == ["search_path=\"\""], r["f"]
         assert not r["anon"] and not r["authenticated"] and r["service_role"], r["f"]
         assert r["comment"], r["f"]
+
+
+@pytest.mark.parametrize("helper", sorted(INLINED_HELPERS))
+def test_inlined_helpers_are_inlined(conn, helper: str) -> None:  # type: ignore[no-untyped-def]
+    name = helper.split("(")[0]
+    lines = conn.execute(
+        f"EXPLAIN (VERBOSE) SELECT public.{name}(e.payload) FROM public.stripe_events AS e"
+    ).fetchall()
+    plan = "\n".join(next(iter(r.values())) for r in lines)
+    assert "jsonb_typeof(" in plan and name not in plan, plan
