@@ -13,7 +13,13 @@ after the customer's), applies a new event with _dispatch_stripe_event (v2
 holds the sub-transaction that _attempt_stripe_event v1 had), then INSERTs the
 row once with its outcome; events seen before (failed, pending) still go
 through _attempt_stripe_event (v2) and its UPDATE. stripe_events.payload is
-stored uncompressed (STORAGE EXTERNAL). Results and statuses are unchanged.
+stored uncompressed (STORAGE EXTERNAL). Helpers that touch no table become
+single SQL expressions the planner inlines (_stripe_id v2, _stripe_event_refs
+v2, _lock_user v2, _lock_stripe_customer v2, _lock_stripe_event): SECURITY
+DEFINER and SET search_path made each of their dozen-odd calls per event a
+separate function execution. add_subscription_credits v3 sets the new balance
+in the user's cache row (_store_cached_balance) instead of recomputing the
+whole state. Results and statuses are unchanged.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ def upgrade() -> None:
         "revisions/0006_event_throughput/upgrade.sql",
         "functions/_stripe_id/v2.sql",
         "functions/_stripe_event_refs/v2.sql",
+        "functions/_lock_user/v2.sql",
+        "functions/_lock_stripe_customer/v2.sql",
         "functions/_lock_stripe_event/v1.sql",
         "functions/_store_cached_balance/v1.sql",
         "functions/add_subscription_credits/v3.sql",
@@ -47,6 +55,8 @@ def downgrade() -> None:
         "functions/_dispatch_stripe_event/v1.sql",
         "functions/_stripe_event_refs/v1.sql",
         "functions/_stripe_id/v1.sql",
+        "functions/_lock_stripe_customer/v1.sql",
+        "functions/_lock_user/v1.sql",
         "functions/add_subscription_credits/v2.sql",
         "revisions/0006_event_throughput/downgrade.sql",
     )
