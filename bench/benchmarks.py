@@ -57,7 +57,7 @@ class Options:
     users: int = 10_000
     scale: int = 10
     protocol: str = "prepared"
-    repeat: int = 1
+    repeat: int = 3
     warmup: float = 2.0  # seconds, once per benchmark before its runs; 0: none
 
 

@@ -23,7 +23,7 @@ def test_make_bench_smoke(pg_server_url: str, tmp_path: Path) -> None:
     env = {**os.environ, "BILLINGDB_BENCH_DSN": pg_server_url}
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--duration", "1", "--warmup", "0", "--clients", "1,2",
-         "--users", "20", "--scale", "2", "--output", str(output)],
+         "--users", "20", "--scale", "2", "--repeat", "1", "--output", str(output)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
