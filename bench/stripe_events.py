@@ -110,13 +110,16 @@ def install(ctx: Context, price_id: str, user_prefix: str) -> None:
     """Schema bench: templates, the event sequence, bench.stripe_event and bench.next_event (once per run)."""
     with ctx.connect("billingdb") as conn:
         for query in ("create_bench_schema", "create_event_templates", "create_event_seq",
-                      "create_stripe_event_function", "create_next_event_function", "create_delivered"):
+                      "create_delivered"):
             sqlfiles.run(conn, query)
         sqlfiles.run(conn, "clear_event_templates")
         for kind, text in templates(price_id, user_prefix).items():
             event_type, api_version = KINDS[kind - 1]
             sqlfiles.run(conn, "insert_event_template",
                          {"kind": kind, "event_type": event_type, "api_version": api_version, "body": text})
+        # bench.stripe_event holds the templates as literals: made after they are written.
+        for query in ("create_stripe_event_function", "create_next_event_function"):
+            sqlfiles.run(conn, query)
         sqlfiles.run(conn, "start_event_seq")
         # The database renders the templates as render() does.
         for kind, text in templates(price_id, user_prefix).items():
