@@ -422,3 +422,35 @@ def test_payload_is_stored_uncompressed(db, shape) -> None:  # type: ignore[no-u
         (json.dumps(created), created["id"]),
     ).fetchone()
     assert row == {"method": None, "same": True, "attstorage": "e"}
+
+
+def _toast_chunks(db: psycopg.Connection[Any]) -> int:
+    """Rows of stripe_events' TOAST table (this transaction's included)."""
+    toast = db.execute(
+        "SELECT reltoastrelid::regclass::text AS toast FROM pg_class WHERE oid = 'public.stripe_events'::regclass"
+    ).fetchone()["toast"]
+    return int(db.execute(f"SELECT count(*) AS n FROM {toast}").fetchone()["n"])
+
+
+def test_payload_up_to_a_page_is_stored_in_the_row(db, shape) -> None:  # type: ignore[no-untyped-def]
+    # Revision 0007: toast_tuple_target = 8160 keeps a 2-8 kB event in its heap row
+    # (the default target sent every event to the TOAST table in 2 kB chunks).
+    w = linked_world(db, shape)
+    created, *_ = w.new_subscription()
+    assert len(json.dumps(created)) > 2500  # above the default target: would go out of line
+    before = _toast_chunks(db)
+    assert process(db, created)["status"] == "processed"
+    assert _toast_chunks(db) == before
+    reloptions = db.execute(
+        "SELECT c.reloptions FROM pg_class AS c WHERE c.oid = 'public.stripe_events'::regclass"
+    ).fetchone()["reloptions"]
+    assert reloptions == ["toast_tuple_target=8160"]
+
+    # Larger than a page: stored out of line, read back whole.
+    big = w.event("plan.created", {"id": "price_big", "object": "plan", "metadata": {"notes": "x" * 20_000}})
+    assert process(db, big)["status"] == "ignored"
+    assert _toast_chunks(db) > before
+    assert db.execute(
+        "SELECT e.payload = %s::jsonb AS same FROM public.stripe_events AS e WHERE e.stripe_event_id = %s",
+        (json.dumps(big), big["id"]),
+    ).fetchone()["same"]
