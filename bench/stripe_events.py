@@ -113,7 +113,8 @@ def install(ctx: Context, price_id: str, user_prefix: str) -> None:
                       "create_delivered"):
             sqlfiles.run(conn, query)
         sqlfiles.run(conn, "clear_event_templates")
-        for kind, text in templates(price_id, user_prefix).items():
+        texts = templates(price_id, user_prefix)
+        for kind, text in texts.items():
             event_type, api_version = KINDS[kind - 1]
             sqlfiles.run(conn, "insert_event_template",
                          {"kind": kind, "event_type": event_type, "api_version": api_version, "body": text})
@@ -122,7 +123,7 @@ def install(ctx: Context, price_id: str, user_prefix: str) -> None:
             sqlfiles.run(conn, query)
         sqlfiles.run(conn, "start_event_seq")
         # The database renders the templates as render() does.
-        for kind, text in templates(price_id, user_prefix).items():
+        for kind, text in texts.items():
             expected = json.loads(render(text, uid=7, n=_N - 1))
             if sqlfiles.value(conn, "render_event", {"kind": kind, "uid": 7, "n": _N - 1}) != expected:
                 raise BenchError(f"bench.stripe_event renders event template {kind} unlike render()")

@@ -11,10 +11,6 @@ printing the subscription state and the ledger after each.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +19,7 @@ from typing import Any
 import typer
 from alembic import command
 
-from billingdb import config, db
+from billingdb import child_service, config, db
 from billingdb.migrate import alembic_config
 
 __all__ = ["run"]
@@ -57,14 +53,6 @@ DEMO_PLANS = (("price_individual_test", "Individual", 30, 999), ("price_team_tes
               ("price_custom_test", "Custom", 500, 4999))
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
           timeout: float = 10) -> tuple[int, dict[str, Any]]:
     """One request with the standard library (the demo needs no HTTP client package)."""
@@ -82,34 +70,10 @@ def _http(method: str, url: str, body: bytes | None = None, headers: dict[str, s
 @contextmanager
 def _service(url: str, secret: str) -> Iterator[str]:
     """``billingdb serve`` in a child process on a free port; yields its base URL once /healthz answers."""
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "STRIPE_WEBHOOK_SECRET": secret}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "billingdb", "serve", "--port", str(port), "--database-url", url,
-         "--log-level", "warning"],
-        env=env,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if _http("GET", base + "/healthz", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"billingdb serve did not start (exit code {proc.poll()})")
-            time.sleep(0.2)
-        typer.echo(f"billingdb serve is listening on {base} (pid {proc.pid})")
+    with child_service.serve({"STRIPE_WEBHOOK_SECRET": secret}, args=("--database-url", url)) as served:
+        base = f"http://127.0.0.1:{served.port}"
+        typer.echo(f"billingdb serve is listening on {base} (pid {served.pid})")
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _send(base: str, event: dict[str, Any], secret: str) -> None:
