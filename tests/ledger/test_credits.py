@@ -645,11 +645,21 @@ INLINED_HELPERS = {
     "_lock_stripe_event(text)": "pg_advisory_xact_lock(1111774021",
 }
 
+#: A hot table's row rules, the one CHECK of that table (revision 0008): IMMUTABLE PL/pgSQL that reads
+#: only its arguments, so neither SECURITY DEFINER nor SET search_path.
+ROW_RULES = {
+    "_valid_credit_transaction(text,integer,integer,bigint,jsonb,text)",
+    "_valid_credit_hold(text,integer,text,text,jsonb,jsonb,timestamp with time zone,timestamp with time zone,"
+    "timestamp with time zone,bigint,bigint)",
+    "_valid_stripe_event(text,text,integer)",
+    "_valid_subscription(text,text,text,text,timestamp with time zone,timestamp with time zone)",
+}
+
 
 def test_every_new_function_is_locked_down(conn) -> None:  # type: ignore[no-untyped-def]
     rows = conn.execute(
         """
-        SELECT p.oid::regprocedure::text AS f, p.prosecdef, p.proconfig,
+        SELECT p.oid::regprocedure::text AS f, p.prosecdef, p.proconfig, p.provolatile,
                has_function_privilege('anon', p.oid, 'EXECUTE') AS anon,
                has_function_privilege('authenticated', p.oid, 'EXECUTE') AS authenticated,
                has_function_privilege('service_role', p.oid, 'EXECUTE') AS service_role,
@@ -662,6 +672,8 @@ def test_every_new_function_is_locked_down(conn) -> None:  # type: ignore[no-unt
     for r in rows:
         if r["f"] in INLINED_HELPERS:
             assert not r["prosecdef"] and r["proconfig"] is None, r["f"]
+        elif r["f"] in ROW_RULES:
+            assert not r["prosecdef"] and r["proconfig"] is None and r["provolatile"] == "i", r["f"]
         else:
             assert r["prosecdef"] and r["proconfig"] == ["search_path=\"\""], r["f"]
         assert not r["anon"] and not r["authenticated"] and r["service_role"], r["f"]
