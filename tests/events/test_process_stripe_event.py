@@ -104,6 +104,57 @@ def test_payment_failed_moves_to_past_due_and_logs(db, shape) -> None:  # type: 
     assert len(log) == 1 and log[0]["details"]["subscription_id"] == w.subscription_id
 
 
+def test_period_is_the_subscriptions_or_the_items_span(db, shape) -> None:  # type: ignore[no-untyped-def]
+    # Two items with different periods: basil+ stores the items' span; before basil the
+    # subscription's own period wins over whatever the items carry.
+    w = linked_world(db, shape)
+    sub = w.subscription()
+    second = copy.deepcopy(sub["items"]["data"][0])
+    second.update(id="si_second", current_period_start=w.period_start - DAY, current_period_end=w.period_end + DAY)
+    sub["items"]["data"].append(second)
+    assert process(db, w.event("customer.subscription.created", sub))["status"] == "processed"
+    stored = world_state(db, w.user_id, w.customer_id)["subscriptions"][0]
+    period = (int(stored["current_period_start"].timestamp()), int(stored["current_period_end"].timestamp()))
+    if shape == BASIL:
+        assert period == (w.period_start - DAY, w.period_end + DAY)
+    else:
+        assert period == (w.period_start, w.period_end)
+
+
+def test_plan_change_invoice_grants_the_priced_non_proration_line(db, shape) -> None:  # type: ignore[no-untyped-def]
+    # Lines: the old price's unused time (proration, negative), a line without a price, the new
+    # price. The credits are the new price's plan (Team, 200), whatever the order of the lines.
+    w = linked_world(db, shape)
+    inv = w.invoice("subscription_update", price_id="price_team_test")
+    new_line = inv["lines"]["data"][0]
+    old_line = copy.deepcopy(new_line)
+    old_line.update(id="il_unused_time", amount=-999)
+    no_price = copy.deepcopy(new_line)
+    no_price.update(id="il_no_price")
+    if shape == BASIL:
+        old_line["parent"]["subscription_item_details"]["proration"] = True
+        old_line["pricing"]["price_details"]["price"] = "price_individual_test"
+        no_price["pricing"] = None
+    else:
+        old_line["proration"] = True
+        old_line["price"]["id"] = "price_individual_test"
+        no_price["price"] = None
+        no_price["plan"] = None
+    for n, lines in enumerate(([old_line, no_price, new_line], [new_line, old_line, no_price])):
+        inv = copy.deepcopy(inv)
+        inv["id"] = f"in_plan_change_{n}"
+        inv["lines"]["data"] = lines
+        detail = process(db, w.event("invoice.paid", inv))["detail"]
+        assert (detail["price_id"], detail["allocation"]["credits"]) == ("price_team_test", 200), detail
+    # One line without a price: nothing to grant, the event fails (BD003) and changes no balance.
+    inv = copy.deepcopy(inv)
+    inv["id"] = "in_no_price"
+    inv["lines"]["data"] = [no_price]
+    result = process(db, w.event("invoice.paid", inv))
+    assert (result["status"], result["detail"]["sqlstate"]) == ("failed", "BD003")
+    assert world_state(db, w.user_id, w.customer_id)["balance"] == 400
+
+
 def test_cancellation_keeps_credits_until_period_end(db, shape) -> None:  # type: ignore[no-untyped-def]
     w = linked_world(db, shape)
     deliver(db, w.new_subscription())
