@@ -656,6 +656,30 @@ ROW_RULES = {
 }
 
 
+#: Internal helpers (revision 0010): called only by SECURITY DEFINER entry points and triggers, which
+#: already run as the owner with search_path '', so SECURITY INVOKER without SET (a definer call
+#: switches user and search path out and back). Called directly they lend no privilege.
+INTERNAL_INVOKERS = {
+    "_append_credit_transaction(text,integer,text,text,jsonb,text,bigint)",
+    "_apply_pending_stripe_events(text)",
+    "_apply_stripe_checkout_completed(jsonb)",
+    "_apply_stripe_invoice_failed(jsonb)",
+    "_apply_stripe_invoice_paid(jsonb)",
+    "_apply_stripe_subscription_event(jsonb)",
+    "_attempt_stripe_event(bigint)",
+    "_billing_setting(text)",
+    "_compute_subscription_state(text)",
+    "_credit_hold_json(credit_holds)",
+    "_dispatch_stripe_event(jsonb)",
+    "_release_credit_hold(bigint,text,text)",
+    "_spending_refusal(text,boolean,timestamp with time zone)",
+    "_store_cached_balance(text,integer)",
+    "_store_subscription_cache(text,jsonb)",
+    "_stripe_invoice_credits(jsonb)",
+    "_try_lock_user(text)",
+}
+
+
 def test_every_new_function_is_locked_down(conn) -> None:  # type: ignore[no-untyped-def]
     rows = conn.execute(
         """
@@ -669,15 +693,35 @@ def test_every_new_function_is_locked_down(conn) -> None:  # type: ignore[no-unt
         """
     ).fetchall()
     assert len(rows) >= 20
+    assert INTERNAL_INVOKERS <= {r["f"] for r in rows}
     for r in rows:
         if r["f"] in INLINED_HELPERS:
             assert not r["prosecdef"] and r["proconfig"] is None, r["f"]
         elif r["f"] in ROW_RULES:
             assert not r["prosecdef"] and r["proconfig"] is None and r["provolatile"] == "i", r["f"]
+        elif r["f"] in INTERNAL_INVOKERS:
+            assert not r["prosecdef"] and r["proconfig"] is None, r["f"]
         else:
+            # Entry points (no leading underscore) and trigger functions.
+            assert not r["f"].startswith("_") or r["f"].endswith("()"), r["f"]
             assert r["prosecdef"] and r["proconfig"] == ["search_path=\"\""], r["f"]
         assert not r["anon"] and not r["authenticated"] and r["service_role"], r["f"]
         assert r["comment"], r["f"]
+
+
+def test_internal_helpers_lend_no_privilege(conn) -> None:  # type: ignore[no-untyped-def]
+    # Through an entry point the helpers write the ledger as its owner; called directly by
+    # service_role (which may execute them) they run with its rights, and it may not write the ledger.
+    _active_user(conn, "u1", credits=5)
+    before = contents(conn)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for table credit_balances"), conn.transaction():
+        conn.execute("SET LOCAL ROLE service_role")
+        conn.execute("SELECT public._append_credit_transaction('u1', 1000, 'adjustment', 'free', '{}', 'k-free', null)")
+    assert contents(conn) == before
+    with conn.transaction():
+        conn.execute("SET LOCAL ROLE service_role")
+        conn.execute("SELECT public.grant_credits('u1', 7, 'goodwill')")
+    assert balance(conn, "u1") == 12
 
 
 @pytest.mark.parametrize("helper", sorted(INLINED_HELPERS))

@@ -1,0 +1,19 @@
+-- Revision 0010 down: the internal helpers are SECURITY DEFINER with
+-- SET search_path = '' again, as revisions 0001 to 0009 created them.
+ALTER FUNCTION public._append_credit_transaction(text, integer, text, text, jsonb, text, bigint) SECURITY DEFINER SET search_path = '';
+ALTER FUNCTION public._apply_pending_stripe_events(text) SECURITY DEFINER SET search_path = '';
+ALTER FUNCTION public._apply_stripe_checkout_completed(jsonb) SECURITY DEFINER SET search_path = '';
+ALTER FUNCTION public._apply_stripe_invoice_failed(jsonb) SECURITY DEFINER SET search_path = '';
+ALTER FUNCTION public._apply_stripe_invoice_paid(jsonb) SECURITY DEFINER SET search_path = '';
+ALTER FUNCTION public._apply_stripe_subscription_event(jsonb) SECURITY DEFINER SET search_path = '';
+ALTER FUNCTION public._attempt_stripe_event(bigint) SECURITY DEFINER SET search_path = '';
+ALTER FUNCTION public._billing_setting(text) SECURITY DEFINER SET search_path = '';
+ALTER FUNCTION public._compute_subscription_state(text) SECURITY DEFINER SET search_path = '';
+ALTER FUNCTION public._credit_hold_json(public.credit_holds) SECURITY DEFINER SET search_path = '';
+ALTER FUNCTION public._dispatch_stripe_event(jsonb) SECURITY DEFINER SET search_path = '';
+ALTER FUNCTION public._release_credit_hold(bigint, text, text) SECURITY DEFINER SET search_path = '';
+ALTER FUNCTION public._spending_refusal(text, boolean, timestamptz) SECURITY DEFINER SET search_path = '';
+ALTER FUNCTION public._store_cached_balance(text, integer) SECURITY DEFINER SET search_path = '';
+ALTER FUNCTION public._store_subscription_cache(text, jsonb) SECURITY DEFINER SET search_path = '';
+ALTER FUNCTION public._stripe_invoice_credits(jsonb) SECURITY DEFINER SET search_path = '';
+ALTER FUNCTION public._try_lock_user(text) SECURITY DEFINER SET search_path = '';
