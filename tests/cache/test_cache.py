@@ -110,6 +110,27 @@ def test_ttl_is_a_setting(conn) -> None:  # type: ignore[no-untyped-def]
     assert call(conn, "get_user_subscription_state", "u1")["cached"] is True
 
 
+def test_ttl_0_a_read_begun_before_a_concurrent_miss_hits_that_miss_row(conn, connect) -> None:  # type: ignore[no-untyped-def]
+    # A hit is a row with expires_at > now(), and now() is the reader's transaction start. With a TTL
+    # of 0 the row a later transaction stored expires at that transaction's now(), after the reader's:
+    # the reader gets it as a hit (fresh: committed after the reader began). make bench's cache-miss
+    # run counts hits plus misses for this reason (bench/sql/checks.sql, cache_reads).
+    _set(conn, "cache_ttl_seconds", "0")
+    customer(conn, "u1")
+    subscribe(conn, "u1", "active")
+    conn.execute("DELETE FROM public.subscription_cache")
+    reader = connect(autocommit=False)
+    reader.execute("SELECT now()")  # the reader's transaction begins
+    before = _status(conn)
+    assert call(conn, "get_user_subscription_state", "u1")["cached"] is False  # a miss, stored
+    raced = call(reader, "get_user_subscription_state", "u1")
+    assert raced["cached"] is True and raced["status"] == "active"
+    reader.rollback()
+    assert call(conn, "get_user_subscription_state", "u1")["cached"] is False  # a later read: a miss again
+    after = _status(conn)
+    assert (after["hits"] - before["hits"], after["misses"] - before["misses"]) == (1, 2)
+
+
 def test_bad_setting_values_are_rejected(conn) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(psycopg.errors.CheckViolation):
         _set(conn, "cache_ttl_seconds", "five minutes")
