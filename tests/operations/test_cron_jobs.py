@@ -1,4 +1,4 @@
-"""pg_cron: revision 0004 schedules billingdb's jobs where pg_cron is installed, the jobs really run, and the
+"""pg_cron: the baseline schedules billingdb's jobs where pg_cron is installed, the jobs really run, and the
 downgrade removes them; without pg_cron the upgrade succeeds with a NOTICE and schedules nothing.
 
 pg_cron runs jobs only in the database named by ``cron.database_name`` ('postgres' in CI and on Supabase),
@@ -34,7 +34,7 @@ SNAPSHOT = ROOT / "tests" / "migrations" / "head_schema.txt"
 JOBS = {"subscription_cache_cleanup", "stripe_events_purge", "cron_job_run_details_trim", "credit_holds_release"}
 #: A cron job starts at the next minute boundary: at most 60 s, plus the worker's start.
 RUN_TIMEOUT_S = 90
-LOCK_KEY = 5_000_004  # pg_advisory_lock key of this test (revision 0004)
+LOCK_KEY = 5_000_004  # pg_advisory_lock key of this test
 
 runner = CliRunner()
 pytestmark = pytest.mark.extensions
@@ -72,7 +72,7 @@ def test_upgrade_without_pg_cron_notices_and_schedules_nothing(empty_database_ur
         jobs = c.execute("SELECT job_name, jobid FROM public.billing_cron_jobs()").fetchall()
         assert {j["job_name"] for j in jobs} == JOBS and all(j["jobid"] is None for j in jobs)
         assert schema.render(schema.snapshot(c)) == SNAPSHOT.read_text()
-    downgraded = _billingdb("db", "downgrade", "0003", "--database-url", empty_database_url)
+    downgraded = _billingdb("db", "downgrade", "base", "--database-url", empty_database_url)
     assert downgraded.returncode == 0, downgraded.stderr
     assert "no job to unschedule" in downgraded.stderr
 
@@ -167,8 +167,8 @@ def test_jobs_are_scheduled_run_and_removed_in_the_cron_database(pg_server_url: 
             again = runner.invoke(app, ["maintenance", "schedule", "--database-url", url])
             assert again.exit_code == 0 and len(_jobs(conn)) == len(JOBS)  # idempotent: same jobs updated
 
-            # Downgrade one step: the jobs go; upgrade again: they are back.
-            command.downgrade(cfg, "0003")
+            # Downgrade: the jobs go; upgrade again: they are back.
+            command.downgrade(cfg, "base")
             assert _jobs(conn) == {}
             command.upgrade(cfg, "head")
             assert set(_jobs(conn)) == JOBS

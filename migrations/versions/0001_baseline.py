@@ -1,0 +1,43 @@
+"""baseline: billingdb's schema by concept (settings, customers, subscriptions, ledger, holds, cache, events, operations)
+
+Revision ID: 0001
+Revises:
+Create Date: 2026-12-03
+
+Why: one revision holding the whole schema, organized by concept, so that a
+reader finds the definition of every table and function in one file of
+``sql/baseline/`` (revisions 0001 to 0010 of the 0.1 development history,
+never released, were squashed into it; CHANGELOG.md tells that history).
+The files are pinned to this revision and never edited once released: a
+later change is a new revision with files of its own.
+"""
+
+from __future__ import annotations
+
+from billingdb.migrate import apply_sql
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+#: The concepts in dependency order (settings first; operations schedules the jobs last).
+CONCEPTS = [
+    "00_roles",
+    "10_settings",
+    "20_customers",
+    "30_subscriptions",
+    "40_ledger",
+    "50_holds",
+    "60_cache",
+    "70_events",
+    "80_operations",
+]
+
+
+def upgrade() -> None:
+    apply_sql(*(f"baseline/{concept}.sql" for concept in CONCEPTS))
+
+
+def downgrade() -> None:
+    apply_sql("baseline/downgrade.sql")

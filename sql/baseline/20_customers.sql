@@ -1,0 +1,174 @@
+-- Customers: which application user is which Stripe customer.
+
+CREATE TABLE public.stripe_customers (
+    user_id text PRIMARY KEY CHECK (user_id <> ''),
+    email text,
+    stripe_customer_id text UNIQUE CHECK (stripe_customer_id ~ '^cus_'),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+COMMENT ON TABLE public.stripe_customers IS
+'One row per application user; stripe_customer_id is null until the Stripe customer is linked.';
+
+ALTER TABLE public.stripe_customers ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY service_role_all ON public.stripe_customers
+FOR ALL TO service_role USING (true) WITH CHECK (true);
+
+REVOKE ALL ON TABLE public.stripe_customers FROM public, anon, authenticated;
+GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE public.stripe_customers TO service_role;
+
+-- _lock_stripe_customer: one SQL expression, inlined by the planner into its
+-- callers (a SECURITY DEFINER function or one with SET is never inlined). An
+-- advisory lock needs no privilege, so definer rights would give it nothing.
+CREATE OR REPLACE FUNCTION public._lock_stripe_customer(customer_id text)
+RETURNS void
+LANGUAGE sql
+VOLATILE
+SECURITY INVOKER
+AS $function$
+    -- Class 1111774019 ('BDSC') keeps these keys apart from _lock_user's ('BDBU');
+    -- a hash collision only serialises two customers.
+    SELECT pg_catalog.pg_advisory_xact_lock(1111774019, pg_catalog.hashtext(customer_id))
+$function$;
+
+COMMENT ON FUNCTION public._lock_stripe_customer(text) IS
+'Internal, inlined into its callers (no table access, so neither SECURITY DEFINER nor SET search_path). Contract: '
+'takes the exclusive transaction-level advisory lock of a Stripe customer (class 1111774019, key '
+'hashtext(customer_id)). Event processing takes it before it locks the event or any user, and so does applying '
+'pending events when the customer is linked: an event is either parked as pending before the link commits (and then '
+'applied by it) or sees the link. Order: customer lock, event lock (_lock_stripe_event), event row, _lock_user.';
+
+REVOKE ALL ON FUNCTION public._lock_stripe_customer(text) FROM public, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public._lock_stripe_customer(text) TO service_role;
+CREATE OR REPLACE FUNCTION public.get_or_create_stripe_customer(user_id text, email text)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = ''
+AS $function$
+DECLARE
+    v_user_id constant text := get_or_create_stripe_customer.user_id;
+    v_email constant text := nullif(btrim(get_or_create_stripe_customer.email), '');
+    v_created boolean := false;
+    v_row public.stripe_customers;
+BEGIN
+    -- A user id is required; an email, when given, must look like one.
+    IF v_user_id IS NULL OR btrim(v_user_id) = '' THEN
+        RAISE EXCEPTION 'get_or_create_stripe_customer: user_id is required (user_id=%)',
+            coalesce(quote_literal(v_user_id), 'NULL')
+            USING ERRCODE = '22023', HINT = 'Pass the application user id (e.g. the Clerk user id).';
+    END IF;
+    IF v_email IS NOT NULL AND v_email !~ '^[^@[:space:]]+@[^@[:space:]]+$' THEN
+        RAISE EXCEPTION 'get_or_create_stripe_customer: malformed email (user_id=%, email=%)',
+            v_user_id, quote_literal(v_email)
+            USING ERRCODE = '22023';
+    END IF;
+
+    -- One row per user even with concurrent callers: the loser of the insert
+    -- race waits for the winner's commit and then reads its row.
+    INSERT INTO public.stripe_customers AS c (user_id, email)
+    VALUES (v_user_id, v_email)
+    ON CONFLICT ON CONSTRAINT stripe_customers_pkey DO NOTHING
+    RETURNING c.* INTO v_row;
+    v_created := FOUND;
+
+    IF NOT v_created THEN
+        SELECT c.* INTO STRICT v_row FROM public.stripe_customers AS c WHERE c.user_id = v_user_id;
+        -- Keep the email current without rewriting an unchanged row.
+        IF v_email IS NOT NULL AND v_email IS DISTINCT FROM v_row.email THEN
+            UPDATE public.stripe_customers AS c
+            SET email = v_email, updated_at = now()
+            WHERE c.user_id = v_user_id
+            RETURNING c.* INTO v_row;
+        END IF;
+    END IF;
+
+    RETURN jsonb_build_object(
+        'user_id', v_row.user_id,
+        'email', v_row.email,
+        'stripe_customer_id', v_row.stripe_customer_id,
+        'needs_stripe_customer', v_row.stripe_customer_id IS NULL,
+        'created', v_created,
+        'customer_params', CASE WHEN v_row.stripe_customer_id IS NULL THEN jsonb_build_object(
+            'email', v_row.email,
+            'metadata', jsonb_build_object('user_id', v_row.user_id),
+            'idempotency_key', 'billingdb-customer-' || v_row.user_id
+        ) END
+    );
+END
+$function$;
+
+COMMENT ON FUNCTION public.get_or_create_stripe_customer(text, text) IS
+'Contract: ensures one stripe_customers row for user_id (idempotent, safe under concurrent calls) and returns jsonb '
+'{user_id, email, stripe_customer_id, needs_stripe_customer, created, customer_params}. '
+'stripe_customer_id is null while no Stripe customer is linked; then needs_stripe_customer is true and customer_params '
+'holds the email, metadata.user_id and an idempotency_key for Stripe''s POST /v1/customers; link the result with '
+'link_stripe_customer(user_id, customer_id). A non-null email replaces the stored one. '
+'Errors: 22023 when user_id is null or blank or the email is malformed.';
+
+REVOKE ALL ON FUNCTION public.get_or_create_stripe_customer(text, text) FROM public, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public.get_or_create_stripe_customer(text, text) TO service_role;
+CREATE OR REPLACE FUNCTION public.link_stripe_customer(user_id text, stripe_customer_id text)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = ''
+AS $function$
+DECLARE
+    v_user_id constant text := link_stripe_customer.user_id;
+    v_customer_id constant text := link_stripe_customer.stripe_customer_id;
+    v_row public.stripe_customers;
+    v_owner text;
+BEGIN
+    -- Both ids are required and the customer id must be a Stripe customer id.
+    IF v_user_id IS NULL OR btrim(v_user_id) = '' THEN
+        RAISE EXCEPTION 'link_stripe_customer: user_id is required (user_id=%)',
+            coalesce(quote_literal(v_user_id), 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    IF v_customer_id IS NULL OR v_customer_id !~ '^cus_' THEN
+        RAISE EXCEPTION 'link_stripe_customer: malformed customer id (user_id=%, stripe_customer_id=%)',
+            v_user_id, coalesce(quote_literal(v_customer_id), 'NULL')
+            USING ERRCODE = '22023', HINT = 'Stripe customer ids start with cus_.';
+    END IF;
+
+    -- A customer belongs to one user.
+    SELECT c.user_id INTO v_owner
+    FROM public.stripe_customers AS c
+    WHERE c.stripe_customer_id = v_customer_id;
+    IF v_owner IS NOT NULL AND v_owner <> v_user_id THEN
+        RAISE EXCEPTION 'link_stripe_customer: customer already linked (stripe_customer_id=%, user_id=%)',
+            v_customer_id, v_owner
+            USING ERRCODE = 'BD004';
+    END IF;
+
+    -- Create the user's row if needed, lock it, and link unless it holds another customer.
+    INSERT INTO public.stripe_customers AS c (user_id)
+    VALUES (v_user_id)
+    ON CONFLICT ON CONSTRAINT stripe_customers_pkey DO NOTHING;
+    SELECT c.* INTO STRICT v_row FROM public.stripe_customers AS c WHERE c.user_id = v_user_id FOR UPDATE;
+    IF v_row.stripe_customer_id IS NOT NULL AND v_row.stripe_customer_id <> v_customer_id THEN
+        RAISE EXCEPTION 'link_stripe_customer: user already has a customer (user_id=%, stripe_customer_id=%)',
+            v_user_id, v_row.stripe_customer_id
+            USING ERRCODE = 'BD004', HINT = 'A user keeps one Stripe customer; unlink it first.';
+    END IF;
+    IF v_row.stripe_customer_id IS NULL THEN
+        UPDATE public.stripe_customers AS c
+        SET stripe_customer_id = v_customer_id, updated_at = now()
+        WHERE c.user_id = v_user_id
+        RETURNING c.* INTO v_row;
+    END IF;
+
+    RETURN jsonb_build_object('user_id', v_row.user_id, 'stripe_customer_id', v_row.stripe_customer_id);
+END
+$function$;
+
+COMMENT ON FUNCTION public.link_stripe_customer(text, text) IS
+'Contract: links user_id to a Stripe customer id (cus_...), creating the user''s row if needed; idempotent for the '
+'same pair. Returns jsonb {user_id, stripe_customer_id}. Errors: 22023 for a missing user id or malformed customer id; '
+'BD004 when the customer belongs to another user or the user already has another customer.';
+
+REVOKE ALL ON FUNCTION public.link_stripe_customer(text, text) FROM public, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public.link_stripe_customer(text, text) TO service_role;

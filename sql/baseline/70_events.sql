@@ -1,0 +1,1091 @@
+-- Stripe events: process_stripe_event() records each webhook event once
+-- (stripe_event_id is unique), applies it by type inside a sub-transaction
+-- (its effects and its outcome commit together; a failure keeps the record
+-- with its error), orders subscription changes by the per-subscription
+-- watermark, and parks the events of a customer that no user is linked to yet
+-- as pending until the link arrives (a trigger on stripe_customers applies
+-- them, in order).
+
+-- _valid_stripe_event: stripe_events' row rules, the table's one CHECK (see
+-- _valid_credit_transaction for why a function). IMMUTABLE, no table access: neither SECURITY DEFINER
+-- nor SET search_path.
+CREATE OR REPLACE FUNCTION public._valid_stripe_event(
+    stripe_event_id text,
+    status text,
+    retry_count integer
+)
+RETURNS boolean
+LANGUAGE plpgsql
+IMMUTABLE
+PARALLEL SAFE
+SECURITY INVOKER
+AS $function$
+BEGIN
+    -- As a CHECK reads it: false breaks a rule, true or null (a null input) passes.
+    RETURN
+        stripe_event_id <> ''
+        AND status IN ('received', 'processed', 'ignored', 'stale', 'pending', 'failed')
+        AND retry_count >= 0;
+END
+$function$;
+
+COMMENT ON FUNCTION public._valid_stripe_event(text, text, integer) IS
+'Internal, the CHECK of stripe_events (constraint stripe_events_valid). Contract: false when a row breaks a rule, '
+'else true (null when an input it needs is null, which a CHECK passes). Rules: stripe_event_id is not empty; status '
+'is received, processed, ignored, stale, pending or failed; retry_count >= 0. IMMUTABLE: changing the rules needs a '
+'new version and a revision that validates the stored rows again.';
+
+REVOKE ALL ON FUNCTION public._valid_stripe_event(text, text, integer) FROM public, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public._valid_stripe_event(text, text, integer) TO service_role;
+
+-- Every Stripe webhook event received, for idempotency and the runbook.
+CREATE TABLE public.stripe_events (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    stripe_event_id text NOT NULL UNIQUE,
+    event_type text NOT NULL,
+    object_id text,
+    payload jsonb NOT NULL,
+    processed boolean NOT NULL DEFAULT false,
+    processed_at timestamptz,
+    error text,
+    retry_count integer NOT NULL DEFAULT 0,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    status text NOT NULL DEFAULT 'received',
+    event_created timestamptz,
+    api_version text,
+    livemode boolean,
+    customer_id text,
+    subscription_id text,
+    detail jsonb,
+    -- The row rules, in one CHECK (see _valid_stripe_event).
+    CONSTRAINT stripe_events_valid CHECK (public._valid_stripe_event(stripe_event_id, status, retry_count))
+)
+-- A row keeps its payload inline up to a page (8160 bytes, the largest
+-- allowed) instead of cutting it into 2 kB TOAST chunks, each a row of the
+-- TOAST table and an entry of its index; a larger event still goes out of
+-- line. The price is space: a 4-8 kB event fills a page of its own.
+WITH (toast_tuple_target = 8160);
+
+-- The payload is stored uncompressed (still out of line when large):
+-- compressing 3-10 kB of JSON with pglz cost more CPU than the rest of the
+-- INSERT, on the webhook's hot path.
+ALTER TABLE public.stripe_events ALTER COLUMN payload SET STORAGE EXTERNAL;
+
+CREATE INDEX idx_stripe_events_unprocessed
+ON public.stripe_events (created_at) WHERE NOT processed;
+
+CREATE INDEX idx_stripe_events_object_id ON public.stripe_events (object_id);
+
+CREATE INDEX idx_stripe_events_type_created
+ON public.stripe_events (event_type, created_at);
+
+-- Pending events of a customer, in the order they are applied when the link arrives.
+CREATE INDEX idx_stripe_events_pending_customer
+ON public.stripe_events (customer_id, event_created, stripe_event_id)
+WHERE status = 'pending';
+
+COMMENT ON TABLE public.stripe_events IS
+'Stripe webhook events by stripe_event_id (unique): the idempotency record and the processing log.';
+
+COMMENT ON COLUMN public.stripe_events.status IS
+'processed, ignored (type not handled), stale (older than the applied state): done, processed = true; '
+'pending (customer not linked yet), failed (error, retry_count): processed = false; received: being processed.';
+
+ALTER TABLE public.stripe_events ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY service_role_all ON public.stripe_events
+FOR ALL TO service_role USING (true) WITH CHECK (true);
+
+REVOKE ALL ON TABLE public.stripe_events FROM public, anon, authenticated;
+GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE public.stripe_events TO service_role;
+
+-- _stripe_id: a pure expression, inlined by the planner into its callers (a dozen calls per
+-- webhook event). It touches no table, so definer rights would give it nothing.
+CREATE OR REPLACE FUNCTION public._stripe_id(value jsonb)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+SECURITY INVOKER
+AS $function$
+    -- An expandable field: an id string, or the expanded object with its id.
+    SELECT CASE pg_catalog.jsonb_typeof(value)
+        WHEN 'string' THEN nullif(value #>> '{}', '')
+        WHEN 'object' THEN nullif(value ->> 'id', '')
+    END
+$function$;
+
+COMMENT ON FUNCTION public._stripe_id(jsonb) IS
+'Internal, pure (inlined into its callers; no table access, so neither SECURITY DEFINER nor SET search_path). '
+'Contract: the Stripe id held by an expandable field: the string itself, or the expanded object''s id; '
+'null for null, an empty string or any other JSON type. Never raises.';
+
+REVOKE ALL ON FUNCTION public._stripe_id(jsonb) FROM public, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public._stripe_id(jsonb) TO service_role;
+-- _stripe_event_refs: one SQL expression, inlined by the planner into its callers (two or three
+-- calls per webhook event). It touches no table, so definer rights would give it nothing.
+CREATE OR REPLACE FUNCTION public._stripe_event_refs(event jsonb)
+RETURNS jsonb
+LANGUAGE sql
+STABLE
+PARALLEL SAFE
+SECURITY INVOKER
+AS $function$
+    -- Read from data.object. The customer: the object's customer field, or
+    -- the object itself. The subscription, in either API shape: the object
+    -- itself; a basil+ invoice's parent.subscription_details; an older
+    -- invoice's or a checkout session's subscription field; else the first
+    -- invoice line's (basil+, then older).
+    SELECT pg_catalog.jsonb_build_object(
+        'object_id', public._stripe_id(event #> '{data,object,id}'),
+        'customer_id', CASE
+            WHEN event #>> '{data,object,object}' = 'customer' THEN public._stripe_id(event #> '{data,object,id}')
+            ELSE public._stripe_id(event #> '{data,object,customer}')
+        END,
+        'subscription_id', CASE
+            WHEN event #>> '{data,object,object}' = 'subscription' THEN public._stripe_id(event #> '{data,object,id}')
+            ELSE coalesce(
+                public._stripe_id(event #> '{data,object,parent,subscription_details,subscription}'),
+                public._stripe_id(event #> '{data,object,subscription}'),
+                public._stripe_id(event #> '{data,object,lines,data,0,parent,subscription_item_details,subscription}'),
+                public._stripe_id(event #> '{data,object,lines,data,0,subscription}')
+            )
+        END
+    )
+$function$;
+
+COMMENT ON FUNCTION public._stripe_event_refs(jsonb) IS
+'Internal, pure (inlined into its callers; no table access, so neither SECURITY DEFINER nor SET search_path). '
+'Contract: the ids an event refers to, read from data.object in either Stripe API shape: jsonb '
+'{object_id, customer_id, subscription_id} (each null when absent). subscription_id: the subscription itself, '
+'invoice.parent.subscription_details.subscription (2025-03-31.basil and later), invoice.subscription or '
+'checkout.session.subscription (older), else the first line''s subscription. Never raises.';
+
+REVOKE ALL ON FUNCTION public._stripe_event_refs(jsonb) FROM public, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public._stripe_event_refs(jsonb) TO service_role;
+-- _lock_stripe_event: one SQL expression, inlined by the planner into
+-- process_stripe_event (an advisory lock needs no privilege: no SECURITY DEFINER, no SET).
+CREATE OR REPLACE FUNCTION public._lock_stripe_event(event_id text)
+RETURNS void
+LANGUAGE sql
+VOLATILE
+SECURITY INVOKER
+AS $function$
+    -- Class 1111774021 ('BDSE') keeps these keys apart from _lock_stripe_customer's
+    -- ('BDSC') and _lock_user's ('BDBU'); a hash collision only serialises two events.
+    SELECT pg_catalog.pg_advisory_xact_lock(1111774021, pg_catalog.hashtext(event_id))
+$function$;
+
+COMMENT ON FUNCTION public._lock_stripe_event(text) IS
+'Internal, inlined into its callers (no table access, so neither SECURITY DEFINER nor SET search_path). Contract: '
+'takes the exclusive transaction-level advisory lock of a Stripe event id (class 1111774021, key hashtext(event_id)). '
+'process_stripe_event takes it after the customer''s lock and before it looks for the event''s row: deliveries of '
+'one event run one after the other, and a later one finds the row the first one recorded. Order: customer lock, '
+'event lock, event row, _lock_user.';
+
+REVOKE ALL ON FUNCTION public._lock_stripe_event(text) FROM public, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public._lock_stripe_event(text) TO service_role;
+-- _stripe_invoice_credits: a one-line invoice (a renewal) is read without a query; with
+-- several lines the query only picks the line, whose price and metadata.credits are then read once.
+CREATE OR REPLACE FUNCTION public._stripe_invoice_credits(invoice jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+STABLE
+SECURITY INVOKER
+AS $function$
+DECLARE
+    v_invoice constant jsonb := _stripe_invoice_credits.invoice;
+    v_invoice_id constant text := public._stripe_id(_stripe_invoice_credits.invoice -> 'id');
+    v_lines constant jsonb := CASE
+        WHEN jsonb_typeof(_stripe_invoice_credits.invoice #> '{lines,data}') = 'array'
+            THEN _stripe_invoice_credits.invoice #> '{lines,data}'
+    END;
+    v_line jsonb;
+    v_price_id text;
+    v_metadata_credits text;
+    v_credits integer;
+BEGIN
+    -- The subscription's line: the first line with a price, preferring a
+    -- non-proration line with a non-negative amount (a plan change also lists
+    -- the unused time of the old price). A renewal has one line: no query.
+    IF jsonb_array_length(v_lines) = 1 THEN
+        v_line := v_lines -> 0;
+    ELSE
+        SELECT l.line INTO v_line
+        FROM jsonb_array_elements(v_lines) WITH ORDINALITY AS l (line, n)
+        WHERE
+            coalesce(
+                public._stripe_id(l.line #> '{pricing,price_details,price}'),
+                public._stripe_id(l.line -> 'price'),
+                public._stripe_id(l.line -> 'plan')
+            ) IS NOT null
+        ORDER BY
+            coalesce(
+                (l.line #>> '{parent,subscription_item_details,proration}')::boolean,
+                (l.line ->> 'proration')::boolean,
+                false
+            ),
+            (l.line ->> 'amount') ~ '^-',
+            l.n
+        LIMIT 1;
+    END IF;
+
+    -- Its price: basil+ pricing.price_details.price; older: line.price
+    -- (expanded) or line.plan.
+    v_price_id := coalesce(
+        public._stripe_id(v_line #> '{pricing,price_details,price}'),
+        public._stripe_id(v_line -> 'price'),
+        public._stripe_id(v_line -> 'plan')
+    );
+    IF v_price_id IS NULL THEN
+        RAISE EXCEPTION '_stripe_invoice_credits: no invoice line has a price (invoice_id=%)', v_invoice_id
+            USING ERRCODE = 'BD003', HINT = 'Only subscription invoices with a priced line allocate credits.';
+    END IF;
+    v_metadata_credits := coalesce(
+        v_line #>> '{pricing,price_details,price,metadata,credits}',
+        v_line #>> '{price,metadata,credits}',
+        v_line #>> '{plan,metadata,credits}',
+        v_line #>> '{metadata,credits}'
+    );
+
+    -- Credits: the plan for that price, else metadata.credits in the payload
+    -- (the line's price, then the subscription's metadata on the invoice).
+    SELECT p.credits_per_period INTO v_credits FROM public.plans AS p WHERE p.price_id = v_price_id;
+    IF FOUND THEN
+        RETURN jsonb_build_object('price_id', v_price_id, 'credits', v_credits, 'source', 'plan');
+    END IF;
+    IF v_metadata_credits IS NULL THEN
+        v_metadata_credits := coalesce(
+            v_invoice #>> '{parent,subscription_details,metadata,credits}',
+            v_invoice #>> '{subscription_details,metadata,credits}'
+        );
+    END IF;
+    IF btrim(v_metadata_credits) ~ '^[0-9]{1,9}$' AND btrim(v_metadata_credits)::integer > 0 THEN
+        RETURN jsonb_build_object(
+            'price_id', v_price_id, 'credits', btrim(v_metadata_credits)::integer, 'source', 'metadata'
+        );
+    END IF;
+
+    RAISE EXCEPTION '_stripe_invoice_credits: unknown price (price_id=%, invoice_id=%, metadata_credits=%)',
+        v_price_id, v_invoice_id, coalesce(quote_literal(v_metadata_credits), 'NULL')
+        USING ERRCODE = 'BD003',
+            HINT = 'Add the plan (set_plan / billingdb plans set PRICE --credits N) or metadata.credits on the price; '
+            'Stripe''s next delivery or billingdb events retry then applies the invoice.';
+END
+$function$;
+
+COMMENT ON FUNCTION public._stripe_invoice_credits(jsonb) IS
+'Internal. Contract: the credits a paid subscription invoice grants, read in either Stripe API shape: jsonb '
+'{price_id, credits, source}. price_id: the first line with a price (pricing.price_details.price since '
+'2025-03-31.basil, line.price or line.plan before), non-proration non-negative lines first. credits: '
+'plans.credits_per_period for that price (source plan), else a positive integer metadata.credits on the line''s '
+'price or the invoice''s subscription_details (source metadata). Errors: BD003 when no line has a price, or the price '
+'is not a plan and the payload carries no valid metadata.credits.';
+
+REVOKE ALL ON FUNCTION public._stripe_invoice_credits(jsonb) FROM public, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public._stripe_invoice_credits(jsonb) TO service_role;
+CREATE OR REPLACE FUNCTION public._apply_stripe_checkout_completed(event jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY INVOKER
+AS $function$
+DECLARE
+    v_event constant jsonb := _apply_stripe_checkout_completed.event;
+    v_session constant jsonb := _apply_stripe_checkout_completed.event #> '{data,object}';
+    v_customer_id constant text := public._stripe_id(_apply_stripe_checkout_completed.event #> '{data,object,customer}');
+    v_subscription_id constant text := public._stripe_id(
+        _apply_stripe_checkout_completed.event #> '{data,object,subscription}'
+    );
+    v_user_id text;
+    v_linked_user text;
+    v_link jsonb;
+    v_waiting text[];
+    v_applied jsonb;
+BEGIN
+    -- Nothing to link without a customer (a guest payment).
+    IF v_customer_id IS NULL THEN
+        RETURN jsonb_build_object(
+            'status', 'ignored',
+            'detail', jsonb_build_object('reason', 'checkout session without a customer', 'session_id', v_session ->> 'id')
+        );
+    END IF;
+
+    -- The user: client_reference_id, else metadata.user_id; without one the
+    -- session can only confirm a link made elsewhere.
+    v_user_id := nullif(btrim(coalesce(v_session ->> 'client_reference_id', v_session #>> '{metadata,user_id}')), '');
+    SELECT c.user_id INTO v_linked_user FROM public.stripe_customers AS c WHERE c.stripe_customer_id = v_customer_id;
+    IF v_user_id IS NULL AND v_linked_user IS NULL THEN
+        RETURN jsonb_build_object(
+            'status', 'pending',
+            'detail', jsonb_build_object(
+                'reason', 'customer not linked to a user and the session names none', 'customer_id', v_customer_id
+            )
+        );
+    END IF;
+
+    -- The events waiting for this customer, to report what the link applies.
+    SELECT coalesce(array_agg(e.stripe_event_id ORDER BY e.event_created, e.stripe_event_id), '{}')
+    INTO v_waiting
+    FROM public.stripe_events AS e
+    WHERE e.customer_id = v_customer_id AND e.status = 'pending' AND e.stripe_event_id <> v_event ->> 'id';
+
+    -- user <-> customer (BD004 when either is linked elsewhere). The trigger
+    -- on stripe_customers applies the waiting events, in order.
+    v_link := public.link_stripe_customer(coalesce(v_user_id, v_linked_user), v_customer_id);
+
+    SELECT coalesce(jsonb_agg(
+        jsonb_build_object('event_id', e.stripe_event_id, 'status', e.status)
+        ORDER BY e.event_created, e.stripe_event_id
+    ), '[]'::jsonb)
+    INTO v_applied
+    FROM public.stripe_events AS e
+    WHERE e.stripe_event_id = ANY(v_waiting);
+
+    -- customer <-> subscription is held by the subscription's own events (its
+    -- user comes from this link); the session's subscription is logged here.
+    INSERT INTO public.activity_log (user_id, activity_type, details)
+    VALUES (
+        v_link ->> 'user_id', 'checkout_completed',
+        jsonb_build_object(
+            'session_id', v_session ->> 'id',
+            'customer_id', v_customer_id,
+            'subscription_id', v_subscription_id,
+            'mode', v_session ->> 'mode',
+            'stripe_event_id', v_event ->> 'id',
+            'applied_pending', v_applied
+        )
+    );
+
+    RETURN jsonb_build_object(
+        'status', 'processed',
+        'detail', jsonb_build_object(
+            'action', 'link',
+            'user_id', v_link ->> 'user_id',
+            'customer_id', v_customer_id,
+            'subscription_id', v_subscription_id,
+            'applied_pending', v_applied
+        )
+    );
+END
+$function$;
+
+COMMENT ON FUNCTION public._apply_stripe_checkout_completed(jsonb) IS
+'Internal. Contract: checkout.session.completed: links the session''s user (client_reference_id, else '
+'metadata.user_id) to its customer with link_stripe_customer; the link applies the customer''s pending events in '
+'order (trigger stripe_customers_apply_pending_events); logs checkout_completed (session, customer, subscription). '
+'Returns jsonb {status, detail}: processed with detail {action: link, user_id, customer_id, subscription_id, '
+'applied_pending: [{event_id, status}]}; pending when neither the session nor stripe_customers names the user; '
+'ignored without a customer. Errors: BD004 when the user or the customer is linked elsewhere; 22023 from '
+'link_stripe_customer.';
+
+REVOKE ALL ON FUNCTION public._apply_stripe_checkout_completed(jsonb) FROM public, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public._apply_stripe_checkout_completed(jsonb) TO service_role;
+-- _apply_stripe_subscription_event: the period comes from plain expressions when the
+-- subscription carries it (before basil), and from one query over the items otherwise.
+CREATE OR REPLACE FUNCTION public._apply_stripe_subscription_event(event jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY INVOKER
+AS $function$
+DECLARE
+    v_event constant jsonb := _apply_stripe_subscription_event.event;
+    v_sub constant jsonb := _apply_stripe_subscription_event.event #> '{data,object}';
+    v_items jsonb;
+    v_period_start timestamptz;
+    v_period_end timestamptz;
+    v_cancel boolean;
+    v_change jsonb;
+BEGIN
+    -- The period, in either API shape: on the subscription before
+    -- 2025-03-31.basil, on each item since (the items' span is the period:
+    -- read them, in one query, only when the subscription does not say).
+    v_items := CASE WHEN jsonb_typeof(v_sub #> '{items,data}') = 'array' THEN v_sub #> '{items,data}' END;
+    v_period_start := to_timestamp((v_sub ->> 'current_period_start')::bigint);
+    v_period_end := to_timestamp((v_sub ->> 'current_period_end')::bigint);
+    IF (v_period_start IS NULL OR v_period_end IS NULL) AND v_items IS NOT NULL THEN
+        SELECT
+            coalesce(v_period_start, to_timestamp(min(
+                CASE WHEN v_period_start IS NULL THEN (i.item ->> 'current_period_start')::bigint END
+            ))),
+            coalesce(v_period_end, to_timestamp(max(
+                CASE WHEN v_period_end IS NULL THEN (i.item ->> 'current_period_end')::bigint END
+            )))
+        INTO v_period_start, v_period_end
+        FROM jsonb_array_elements(v_items) AS i (item);
+    END IF;
+
+    -- Cancellation at the period end: the flag, or cancel_at set to the period end.
+    v_cancel := coalesce((v_sub ->> 'cancel_at_period_end')::boolean, false)
+        OR to_timestamp((v_sub ->> 'cancel_at')::bigint) = v_period_end;
+
+    -- The state machine and the watermark (event created, event id) decide.
+    v_change := public.apply_subscription_change(
+        subscription_id => public._stripe_id(v_sub -> 'id'),
+        user_id => NULL,
+        customer_id => public._stripe_id(v_sub -> 'customer'),
+        status => v_sub ->> 'status',
+        price_id => coalesce(
+            public._stripe_id(v_items #> '{0,price}'),
+            public._stripe_id(v_items #> '{0,plan}'),
+            public._stripe_id(v_sub -> 'plan')
+        ),
+        current_period_start => v_period_start,
+        current_period_end => v_period_end,
+        cancel_at_period_end => v_cancel,
+        canceled_at => to_timestamp((v_sub ->> 'canceled_at')::bigint),
+        event_created => to_timestamp((v_event ->> 'created')::bigint),
+        event_id => v_event ->> 'id'
+    );
+
+    -- created, updated, unchanged: processed; stale or a refused transition: stale.
+    RETURN jsonb_build_object(
+        'status', CASE WHEN v_change ->> 'result' IN ('stale', 'refused_transition') THEN 'stale' ELSE 'processed' END,
+        'detail', jsonb_build_object('action', 'subscription', 'subscription', v_change)
+    );
+END
+$function$;
+
+COMMENT ON FUNCTION public._apply_stripe_subscription_event(jsonb) IS
+'Internal. Contract: applies a customer.subscription.* event (created, updated, deleted, paused, resumed) through '
+'apply_subscription_change with the event''s created time and id as the watermark; reads the period from the '
+'subscription (before 2025-03-31.basil) or from items.data[] (basil+); cancel_at_period_end is the flag or cancel_at '
+'equal to the period end. Returns jsonb {status, detail}: status processed (created, updated, unchanged) or stale '
+'(older than the watermark, or a same-second or refused transition); detail {action: subscription, subscription: '
+'apply_subscription_change''s result}. The customer must be linked (the dispatcher parks it as pending otherwise). '
+'Errors: those of apply_subscription_change (22023 malformed payload, BD001, BD004, BD013).';
+
+REVOKE ALL ON FUNCTION public._apply_stripe_subscription_event(jsonb) FROM public, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public._apply_stripe_subscription_event(jsonb) TO service_role;
+CREATE OR REPLACE FUNCTION public._apply_stripe_invoice_paid(event jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY INVOKER
+AS $function$
+DECLARE
+    v_event constant jsonb := _apply_stripe_invoice_paid.event;
+    v_invoice constant jsonb := _apply_stripe_invoice_paid.event #> '{data,object}';
+    v_refs constant jsonb := public._stripe_event_refs(_apply_stripe_invoice_paid.event);
+    v_invoice_id constant text := public._stripe_id(_apply_stripe_invoice_paid.event #> '{data,object,id}');
+    v_reason constant text := _apply_stripe_invoice_paid.event #>> '{data,object,billing_reason}';
+    v_price jsonb;
+    v_allocation jsonb;
+BEGIN
+    -- Only subscription invoices grant credits.
+    IF v_refs ->> 'subscription_id' IS NULL THEN
+        RETURN jsonb_build_object(
+            'status', 'ignored',
+            'detail', jsonb_build_object('reason', 'not a subscription invoice', 'invoice_id', v_invoice_id)
+        );
+    END IF;
+
+    -- The credits for the invoice's price (BD003 when unknown: failed, retried later).
+    v_price := public._stripe_invoice_credits(v_invoice);
+
+    -- At most once per invoice: invoice.paid and invoice.payment_succeeded both land here.
+    v_allocation := public.add_subscription_credits(
+        customer_id => v_refs ->> 'customer_id',
+        invoice_id => v_invoice_id,
+        subscription_id => v_refs ->> 'subscription_id',
+        credits => (v_price ->> 'credits')::integer,
+        description => format(
+            'Subscription credits (%s) for invoice %s', coalesce(v_reason, 'unknown reason'), v_invoice_id
+        ),
+        metadata => jsonb_build_object(
+            'billing_reason', v_reason,
+            'price_id', v_price ->> 'price_id',
+            'credits_source', v_price ->> 'source',
+            'stripe_event_id', v_event ->> 'id',
+            'event_type', v_event ->> 'type'
+        )
+    );
+
+    RETURN jsonb_build_object(
+        'status', 'processed',
+        'detail', jsonb_build_object(
+            'action', 'credits',
+            'invoice_id', v_invoice_id,
+            'billing_reason', v_reason,
+            'price_id', v_price ->> 'price_id',
+            'credits_source', v_price ->> 'source',
+            'allocation', v_allocation
+        )
+    );
+END
+$function$;
+
+COMMENT ON FUNCTION public._apply_stripe_invoice_paid(jsonb) IS
+'Internal. Contract: invoice.paid and invoice.payment_succeeded: allocates the credits of the invoice''s price '
+'(_stripe_invoice_credits) with add_subscription_credits, at most once per invoice whichever event comes first; the '
+'ledger entry''s metadata records billing_reason (subscription_create, subscription_cycle, subscription_update, ...), '
+'price_id, credits_source and the event. Returns jsonb {status, detail}: processed with detail {action: credits, '
+'invoice_id, billing_reason, price_id, credits_source, allocation: add_subscription_credits''s result (duplicate true '
+'for the second event of an invoice)}; ignored with detail {reason, invoice_id} for an invoice without a '
+'subscription. Errors: BD003 for an unknown price without metadata.credits; those of add_subscription_credits.';
+
+REVOKE ALL ON FUNCTION public._apply_stripe_invoice_paid(jsonb) FROM public, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public._apply_stripe_invoice_paid(jsonb) TO service_role;
+CREATE OR REPLACE FUNCTION public._apply_stripe_invoice_failed(event jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY INVOKER
+AS $function$
+DECLARE
+    v_event constant jsonb := _apply_stripe_invoice_failed.event;
+    v_invoice constant jsonb := _apply_stripe_invoice_failed.event #> '{data,object}';
+    v_refs constant jsonb := public._stripe_event_refs(_apply_stripe_invoice_failed.event);
+    v_created constant timestamptz := to_timestamp((_apply_stripe_invoice_failed.event ->> 'created')::bigint);
+    v_user_id text;
+    v_sub public.subscriptions;
+    v_change jsonb;
+    v_status text := 'processed';
+BEGIN
+    -- Only subscription invoices change a subscription.
+    IF v_refs ->> 'subscription_id' IS NULL THEN
+        RETURN jsonb_build_object(
+            'status', 'ignored',
+            'detail', jsonb_build_object('reason', 'not a subscription invoice', 'invoice_id', v_refs ->> 'object_id')
+        );
+    END IF;
+    SELECT c.user_id INTO STRICT v_user_id
+    FROM public.stripe_customers AS c
+    WHERE c.stripe_customer_id = v_refs ->> 'customer_id';
+
+    -- The subscription goes past_due, unless a newer event already moved it
+    -- (its watermark is after this event): then this failure is stale. The
+    -- event is not a full snapshot of the subscription, so it is applied as an
+    -- authoritative change (the watermark stays with the subscription events).
+    SELECT s.* INTO v_sub
+    FROM public.subscriptions AS s
+    WHERE s.subscription_id = v_refs ->> 'subscription_id';
+    IF NOT FOUND THEN
+        v_change := NULL;
+    ELSIF v_sub.last_event_created > v_created THEN
+        v_status := 'stale';
+        v_change := jsonb_build_object(
+            'applied', false, 'result', 'stale', 'from_status', v_sub.status, 'to_status', 'past_due',
+            'subscription_id', v_sub.subscription_id, 'user_id', v_sub.user_id
+        );
+    ELSE
+        v_change := public.apply_subscription_change(
+            subscription_id => v_sub.subscription_id,
+            user_id => v_sub.user_id,
+            customer_id => v_refs ->> 'customer_id',
+            status => 'past_due',
+            price_id => v_sub.price_id,
+            current_period_start => v_sub.current_period_start,
+            current_period_end => v_sub.current_period_end,
+            cancel_at_period_end => v_sub.cancel_at_period_end,
+            canceled_at => v_sub.canceled_at
+        );
+        IF v_change ->> 'result' IN ('stale', 'refused_transition') THEN
+            v_status := 'stale';
+        END IF;
+    END IF;
+
+    -- The failure is logged in every case, for support.
+    INSERT INTO public.activity_log (user_id, activity_type, details)
+    VALUES (
+        v_user_id, 'payment_failed',
+        jsonb_build_object(
+            'invoice_id', v_refs ->> 'object_id',
+            'subscription_id', v_refs ->> 'subscription_id',
+            'customer_id', v_refs ->> 'customer_id',
+            'billing_reason', v_invoice ->> 'billing_reason',
+            'amount_due', v_invoice -> 'amount_due',
+            'attempt_count', v_invoice -> 'attempt_count',
+            'next_payment_attempt', v_invoice -> 'next_payment_attempt',
+            'stripe_event_id', v_event ->> 'id',
+            'subscription_change', v_change
+        )
+    );
+
+    RETURN jsonb_build_object(
+        'status', v_status,
+        'detail', jsonb_build_object(
+            'action', 'payment_failed',
+            'invoice_id', v_refs ->> 'object_id',
+            'subscription_id', v_refs ->> 'subscription_id',
+            'subscription', v_change
+        )
+    );
+END
+$function$;
+
+COMMENT ON FUNCTION public._apply_stripe_invoice_failed(jsonb) IS
+'Internal. Contract: invoice.payment_failed: moves the invoice''s subscription to past_due through '
+'apply_subscription_change (as an authoritative change: the event is not a subscription snapshot, so the '
+'subscription''s watermark is kept) unless the subscription''s watermark is newer than the event (stale), and logs '
+'payment_failed in activity_log (invoice, subscription, attempt_count, next_payment_attempt, the change). A '
+'subscription not yet known is left to its own events (they carry past_due). Returns jsonb {status, detail}: '
+'processed or stale with detail {action: payment_failed, invoice_id, subscription_id, subscription: the change or '
+'null}; ignored for an invoice without a subscription. The customer must be linked. Errors: those of '
+'apply_subscription_change.';
+
+REVOKE ALL ON FUNCTION public._apply_stripe_invoice_failed(jsonb) FROM public, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public._apply_stripe_invoice_failed(jsonb) TO service_role;
+-- _dispatch_stripe_event: applies an event by type inside its own sub-transaction, so that
+-- process_stripe_event can dispatch a new event before recording it (one INSERT with the outcome).
+CREATE OR REPLACE FUNCTION public._dispatch_stripe_event(event jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY INVOKER
+AS $function$
+DECLARE
+    v_event constant jsonb := _dispatch_stripe_event.event;
+    v_type constant text := _dispatch_stripe_event.event ->> 'type';
+    v_customer_id text;
+    v_sqlstate text;
+    v_message text;
+    v_hint text;
+BEGIN
+    -- A sub-transaction: on any error the handler's effects roll back and the
+    -- error is returned as the outcome (failed) instead of raised.
+    BEGIN
+        -- Subscription and invoice events belong to a user through the
+        -- customer: unknown customer, park the event until the link arrives.
+        IF v_type IN (
+            'customer.subscription.created', 'customer.subscription.updated', 'customer.subscription.deleted',
+            'customer.subscription.paused', 'customer.subscription.resumed',
+            'invoice.paid', 'invoice.payment_succeeded', 'invoice.payment_failed'
+        ) THEN
+            v_customer_id := public._stripe_event_refs(v_event) ->> 'customer_id';
+            IF v_customer_id IS NULL THEN
+                RAISE EXCEPTION '_dispatch_stripe_event: the event names no customer (event_id=%, type=%)',
+                    v_event ->> 'id', v_type
+                    USING ERRCODE = '22023';
+            END IF;
+            IF NOT EXISTS (SELECT FROM public.stripe_customers AS c WHERE c.stripe_customer_id = v_customer_id) THEN
+                RETURN jsonb_build_object(
+                    'status', 'pending',
+                    'detail', jsonb_build_object('reason', 'customer not linked to a user', 'customer_id', v_customer_id)
+                );
+            END IF;
+        END IF;
+
+        -- One handler per type; any other type is recorded and ignored.
+        RETURN CASE
+            WHEN v_type IN (
+                'customer.subscription.created', 'customer.subscription.updated', 'customer.subscription.deleted',
+                'customer.subscription.paused', 'customer.subscription.resumed'
+            ) THEN public._apply_stripe_subscription_event(v_event)
+            WHEN v_type IN ('invoice.paid', 'invoice.payment_succeeded') THEN public._apply_stripe_invoice_paid(v_event)
+            WHEN v_type = 'invoice.payment_failed' THEN public._apply_stripe_invoice_failed(v_event)
+            WHEN v_type = 'checkout.session.completed' THEN public._apply_stripe_checkout_completed(v_event)
+            ELSE jsonb_build_object(
+                'status', 'ignored', 'detail', jsonb_build_object('reason', 'event type not handled', 'type', v_type)
+            )
+        END;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS
+            v_sqlstate = RETURNED_SQLSTATE,
+            v_message = MESSAGE_TEXT,
+            v_hint = PG_EXCEPTION_HINT;
+        RETURN jsonb_build_object(
+            'status', 'failed',
+            'error', format('[%s] %s', v_sqlstate, v_message),
+            'detail', jsonb_build_object('sqlstate', v_sqlstate, 'error', v_message, 'hint', nullif(v_hint, ''))
+        );
+    END;
+END
+$function$;
+
+COMMENT ON FUNCTION public._dispatch_stripe_event(jsonb) IS
+'Internal. Contract: applies one validated event by type inside a sub-transaction and returns jsonb {status, '
+'detail} (and error when failed): customer.subscription.created|updated|deleted|paused|resumed -> '
+'_apply_stripe_subscription_event; invoice.paid, invoice.payment_succeeded -> _apply_stripe_invoice_paid; '
+'invoice.payment_failed -> _apply_stripe_invoice_failed; checkout.session.completed -> '
+'_apply_stripe_checkout_completed; any other type: ignored {reason, type}. A subscription or invoice event whose '
+'customer no user is linked to is pending {reason, customer_id} and changes nothing. Never raises: on any error '
+'(those of the handlers; 22023 when such an event names no customer) the effects roll back and the result is status '
+'failed, error ''[SQLSTATE] message'', detail {sqlstate, error, hint}.';
+
+REVOKE ALL ON FUNCTION public._dispatch_stripe_event(jsonb) FROM public, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public._dispatch_stripe_event(jsonb) TO service_role;
+-- _attempt_stripe_event: dispatches a stored event again and records its outcome on the row.
+CREATE OR REPLACE FUNCTION public._attempt_stripe_event(id bigint)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY INVOKER
+AS $function$
+DECLARE
+    v_id constant bigint := _attempt_stripe_event.id;
+    v_row public.stripe_events;
+    v_outcome jsonb;
+    v_status text;
+    v_detail jsonb;
+BEGIN
+    -- The caller holds the row lock. Mark it in progress, so that pending
+    -- events applied meanwhile in this transaction (a link) skip it.
+    SELECT e.* INTO STRICT v_row FROM public.stripe_events AS e WHERE e.id = v_id;
+    IF v_row.status <> 'received' THEN
+        UPDATE public.stripe_events AS e
+        SET status = 'received'
+        WHERE e.id = v_id;
+    END IF;
+
+    -- Apply it (a failure rolls back its effects and comes back as failed).
+    v_outcome := public._dispatch_stripe_event(v_row.payload);
+    v_status := v_outcome ->> 'status';
+    v_detail := coalesce(v_outcome -> 'detail', '{}'::jsonb);
+    IF v_status = 'failed' THEN
+        v_detail := v_detail || jsonb_build_object('retry_count', v_row.retry_count + 1);
+    END IF;
+
+    -- Record the outcome; it commits together with the effects.
+    UPDATE public.stripe_events AS e
+    SET
+        status = v_status,
+        processed = v_status IN ('processed', 'ignored', 'stale'),
+        processed_at = CASE WHEN v_status IN ('processed', 'ignored', 'stale') THEN now() END,
+        error = v_outcome ->> 'error',
+        retry_count = e.retry_count + CASE WHEN v_status = 'failed' THEN 1 ELSE 0 END,
+        detail = v_detail
+    WHERE e.id = v_id;
+
+    RETURN jsonb_build_object('event_id', v_row.stripe_event_id, 'status', v_status, 'detail', v_detail);
+END
+$function$;
+
+COMMENT ON FUNCTION public._attempt_stripe_event(bigint) IS
+'Internal. Contract: processes the stored stripe_events row id again (a failed or pending event; the caller holds '
+'its lock and its customer''s lock) from its payload with _dispatch_stripe_event, then the row records the outcome '
+'in the same transaction as the effects: status; processed (true for processed, ignored, stale) and processed_at; '
+'detail. On any error the effects roll back and the row records status failed, error ''[SQLSTATE] message'' and '
+'retry_count + 1. Returns jsonb {event_id, status, detail}; a failure''s detail is {sqlstate, error, hint, '
+'retry_count}.';
+
+REVOKE ALL ON FUNCTION public._attempt_stripe_event(bigint) FROM public, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public._attempt_stripe_event(bigint) TO service_role;
+-- process_stripe_event: a new event is applied first and then recorded with its
+-- outcome in one INSERT; the event's advisory lock serialises deliveries of one event.
+CREATE OR REPLACE FUNCTION public.process_stripe_event(event jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = ''
+AS $function$
+DECLARE
+    v_event constant jsonb := process_stripe_event.event;
+    v_event_id text;
+    v_refs jsonb;
+    v_id bigint;
+    v_row public.stripe_events;
+    v_outcome jsonb;
+    v_status text;
+    v_detail jsonb;
+BEGIN
+    -- The envelope: an object with a non-empty id and type, created in unix
+    -- seconds, data.object an object, api_version a string when present.
+    IF v_event IS NULL OR jsonb_typeof(v_event) <> 'object' THEN
+        RAISE EXCEPTION 'process_stripe_event: the event must be a JSON object (event=%)',
+            coalesce(left(v_event::text, 80), 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    v_event_id := v_event ->> 'id';
+    IF jsonb_typeof(v_event -> 'id') IS DISTINCT FROM 'string' OR btrim(v_event_id) = '' THEN
+        RAISE EXCEPTION 'process_stripe_event: id must be a non-empty string (id=%)',
+            coalesce(left((v_event -> 'id')::text, 80), 'NULL')
+            USING ERRCODE = '22023', HINT = 'Pass the whole Stripe event (evt_...), not its data.object.';
+    END IF;
+    IF jsonb_typeof(v_event -> 'type') IS DISTINCT FROM 'string' OR btrim(v_event ->> 'type') = '' THEN
+        RAISE EXCEPTION 'process_stripe_event: type must be a non-empty string (event_id=%, type=%)',
+            v_event_id, coalesce(left((v_event -> 'type')::text, 80), 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    IF jsonb_typeof(v_event -> 'created') IS DISTINCT FROM 'number' OR (v_event ->> 'created') !~ '^[0-9]{1,12}$' THEN
+        RAISE EXCEPTION 'process_stripe_event: created must be a non-negative integer (event_id=%, created=%)',
+            v_event_id, coalesce(left((v_event -> 'created')::text, 80), 'NULL')
+            USING ERRCODE = '22023', HINT = 'Stripe''s created is unix seconds.';
+    END IF;
+    IF jsonb_typeof(v_event #> '{data,object}') IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION 'process_stripe_event: data.object must be a JSON object (event_id=%)', v_event_id
+            USING ERRCODE = '22023';
+    END IF;
+    IF coalesce(jsonb_typeof(v_event -> 'api_version'), 'null') NOT IN ('string', 'null') THEN
+        RAISE EXCEPTION 'process_stripe_event: api_version must be a string or null (event_id=%)', v_event_id
+            USING ERRCODE = '22023';
+    END IF;
+
+    -- The customer's lock first (before the event's): an event either sees its
+    -- customer's link or is pending before the link looks for pending ones.
+    v_refs := public._stripe_event_refs(v_event);
+    IF v_refs ->> 'customer_id' IS NOT NULL THEN
+        PERFORM public._lock_stripe_customer(v_refs ->> 'customer_id');
+    END IF;
+
+    -- Then the event's own lock: a concurrent delivery of the same event waits
+    -- here until the first one commits, and then finds its row.
+    PERFORM public._lock_stripe_event(v_event_id);
+
+    -- Seen before and done (processed, ignored, stale): a duplicate, nothing changes.
+    -- Seen before and not done (failed, pending): Stripe's retry processes it again.
+    SELECT e.* INTO v_row FROM public.stripe_events AS e WHERE e.stripe_event_id = v_event_id FOR UPDATE;
+    IF FOUND THEN
+        IF v_row.processed THEN
+            RETURN jsonb_build_object(
+                'event_id', v_event_id,
+                'status', 'duplicate',
+                'detail', jsonb_build_object(
+                    'first_status', v_row.status, 'processed_at', v_row.processed_at, 'retry_count', v_row.retry_count
+                )
+            );
+        END IF;
+        RETURN public._attempt_stripe_event(v_row.id);
+    END IF;
+
+    -- New: apply it (a failure rolls back its effects and comes back as
+    -- failed), then record it once with its outcome, in the same transaction.
+    v_outcome := public._dispatch_stripe_event(v_event);
+    v_status := v_outcome ->> 'status';
+    v_detail := coalesce(v_outcome -> 'detail', '{}'::jsonb);
+    IF v_status = 'failed' THEN
+        v_detail := v_detail || jsonb_build_object('retry_count', 1);
+    END IF;
+    INSERT INTO public.stripe_events AS e (
+        stripe_event_id, event_type, object_id, payload, status, processed, processed_at, error, retry_count, detail,
+        event_created, api_version, livemode, customer_id, subscription_id
+    )
+    VALUES (
+        v_event_id, v_event ->> 'type', v_refs ->> 'object_id', v_event, v_status,
+        v_status IN ('processed', 'ignored', 'stale'),
+        CASE WHEN v_status IN ('processed', 'ignored', 'stale') THEN now() END,
+        v_outcome ->> 'error', CASE WHEN v_status = 'failed' THEN 1 ELSE 0 END, v_detail,
+        to_timestamp((v_event ->> 'created')::bigint), v_event ->> 'api_version',
+        CASE WHEN jsonb_typeof(v_event -> 'livemode') = 'boolean' THEN (v_event ->> 'livemode')::boolean END,
+        v_refs ->> 'customer_id', v_refs ->> 'subscription_id'
+    )
+    ON CONFLICT ON CONSTRAINT stripe_events_stripe_event_id_key DO NOTHING
+    RETURNING e.id INTO v_id;
+    IF v_id IS NULL THEN
+        -- Only a writer that bypasses process_stripe_event's locks gets here:
+        -- undo the effects; the caller may deliver the event again.
+        RAISE EXCEPTION 'process_stripe_event: event recorded concurrently (event_id=%)', v_event_id
+            USING ERRCODE = '40001', HINT = 'Deliver the event again: it will be a duplicate.';
+    END IF;
+
+    RETURN jsonb_build_object('event_id', v_event_id, 'status', v_status, 'detail', v_detail);
+END
+$function$;
+
+COMMENT ON FUNCTION public.process_stripe_event(jsonb) IS
+'Contract: records and applies one Stripe webhook event (the whole envelope) exactly once. Returns jsonb {event_id, '
+'status, detail}. status: processed (applied; detail.action subscription | credits | payment_failed | link with the '
+'applied function''s result), duplicate (this event id was already done; nothing changes; detail {first_status, '
+'processed_at, retry_count}), ignored (a type billingdb does not handle, or nothing to do: detail.reason), stale '
+'(older than the subscription''s applied state: detail.subscription), pending (no user is linked to the event''s '
+'customer yet: detail {reason, customer_id}; applied automatically, in order of created then id, when the customer '
+'is linked), failed (the effects rolled back; detail {sqlstate, error, hint, retry_count}; the row keeps error and '
+'retry_count; a new delivery or retry_stripe_event processes it again). Handled types: customer.subscription.created, '
+'updated, deleted, paused, resumed (apply_subscription_change, watermark = the event''s created and id: strictly '
+'newer applies, older is stale, a same-second change applies only if the state machine allows it); invoice.paid and '
+'invoice.payment_succeeded (add_subscription_credits once per invoice, credits from plans by price, else the '
+'payload''s metadata.credits; billing_reason recorded; unknown price: failed with BD003); invoice.payment_failed '
+'(subscription to past_due, activity logged); checkout.session.completed (client_reference_id user <-> customer). '
+'Reads both API shapes (before and since 2025-03-31.basil). The event''s effects and its processed mark commit '
+'together; concurrent deliveries of one event apply it once. Errors (nothing recorded): 22023 when the event is not '
+'an object or id, type (non-empty strings), created (non-negative integer), data.object (object) or api_version '
+'(string or null) is missing or of the wrong type.';
+
+REVOKE ALL ON FUNCTION public.process_stripe_event(jsonb) FROM public, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public.process_stripe_event(jsonb) TO service_role;
+CREATE OR REPLACE FUNCTION public.retry_stripe_event(event_id text)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = ''
+AS $function$
+DECLARE
+    v_event_id constant text := btrim(retry_stripe_event.event_id);
+    v_customer_id text;
+    v_row public.stripe_events;
+BEGIN
+    -- An event id is required, and the event must have been received.
+    IF v_event_id IS NULL OR v_event_id = '' THEN
+        RAISE EXCEPTION 'retry_stripe_event: event_id is required (event_id=%)',
+            coalesce(quote_literal(retry_stripe_event.event_id), 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    SELECT e.customer_id INTO v_customer_id FROM public.stripe_events AS e WHERE e.stripe_event_id = v_event_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'retry_stripe_event: unknown event (event_id=%)', v_event_id
+            USING ERRCODE = 'BD030', HINT = 'billingdb events list shows the events received.';
+    END IF;
+
+    -- The same lock order as process_stripe_event: customer, then the event row.
+    IF v_customer_id IS NOT NULL THEN
+        PERFORM public._lock_stripe_customer(v_customer_id);
+    END IF;
+    SELECT e.* INTO STRICT v_row FROM public.stripe_events AS e WHERE e.stripe_event_id = v_event_id FOR UPDATE;
+
+    -- Done already: nothing to retry.
+    IF v_row.processed THEN
+        RETURN jsonb_build_object(
+            'event_id', v_event_id,
+            'status', 'duplicate',
+            'detail', jsonb_build_object(
+                'first_status', v_row.status, 'processed_at', v_row.processed_at, 'retry_count', v_row.retry_count
+            )
+        );
+    END IF;
+
+    -- Failed, pending, or marked unprocessed by hand: process the stored payload again.
+    RETURN public._attempt_stripe_event(v_row.id);
+END
+$function$;
+
+COMMENT ON FUNCTION public.retry_stripe_event(text) IS
+'Contract: processes a stored event again from its payload, as process_stripe_event would, when it is not done '
+'(status failed or pending, or processed set to false by hand as in the runbook). Returns jsonb {event_id, status, '
+'detail} with process_stripe_event''s statuses; duplicate (nothing changes) when the event is already processed, '
+'ignored or stale. A failure increments retry_count and records error. Errors: 22023 for a null or blank event_id; '
+'BD030 when no event with that id was received.';
+
+REVOKE ALL ON FUNCTION public.retry_stripe_event(text) FROM public, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public.retry_stripe_event(text) TO service_role;
+CREATE OR REPLACE FUNCTION public._apply_pending_stripe_events(customer_id text)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY INVOKER
+AS $function$
+DECLARE
+    v_customer_id constant text := _apply_pending_stripe_events.customer_id;
+    v_done bigint[] := '{}'::bigint[];
+    v_id bigint;
+    v_results jsonb := '[]'::jsonb;
+BEGIN
+    -- Serialise with event processing for this customer (see _lock_stripe_customer).
+    PERFORM public._lock_stripe_customer(v_customer_id);
+
+    -- Oldest first (event created, then event id); each event once, even if
+    -- it stays pending, so the loop ends.
+    LOOP
+        SELECT e.id INTO v_id
+        FROM public.stripe_events AS e
+        WHERE
+            e.customer_id = v_customer_id
+            AND e.status = 'pending'
+            AND NOT (e.id = ANY(v_done))
+        ORDER BY e.event_created, e.stripe_event_id
+        LIMIT 1
+        FOR UPDATE;
+        EXIT WHEN NOT FOUND;
+        v_done := v_done || v_id;
+        v_results := v_results || jsonb_build_array(public._attempt_stripe_event(v_id));
+    END LOOP;
+
+    RETURN v_results;
+END
+$function$;
+
+COMMENT ON FUNCTION public._apply_pending_stripe_events(text) IS
+'Internal. Contract: processes the pending events of customer_id (stripe_events.status = pending) one at a time in '
+'order of the event''s created time, then its id, each through _attempt_stripe_event (its own sub-transaction: a '
+'failure is recorded on that event and does not stop the others), under the customer''s lock. Returns a jsonb array '
+'of their {event_id, status, detail}. Called by the trigger on stripe_customers when a customer is linked.';
+
+REVOKE ALL ON FUNCTION public._apply_pending_stripe_events(text) FROM public, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public._apply_pending_stripe_events(text) TO service_role;
+-- _stripe_customers_apply_pending: trigger function of stripe_customers.
+CREATE OR REPLACE FUNCTION public._stripe_customers_apply_pending()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = ''
+AS $function$
+BEGIN
+    -- A new link only: an insert with a customer, or an update that changes it.
+    IF new.stripe_customer_id IS NULL
+        OR (tg_op = 'UPDATE' AND old.stripe_customer_id IS NOT DISTINCT FROM new.stripe_customer_id) THEN
+        RETURN NULL;
+    END IF;
+
+    -- The customer's pending events apply now, in this transaction.
+    PERFORM public._apply_pending_stripe_events(new.stripe_customer_id);
+    RETURN NULL;
+END
+$function$;
+
+COMMENT ON FUNCTION public._stripe_customers_apply_pending() IS
+'Internal. Contract: AFTER INSERT OR UPDATE OF stripe_customer_id trigger on stripe_customers: when a user is newly '
+'linked to a Stripe customer (by link_stripe_customer or otherwise), that customer''s pending Stripe events are '
+'applied in order in the same transaction (_apply_pending_stripe_events). Never raises for an event''s failure: that '
+'event records it.';
+
+REVOKE ALL ON FUNCTION public._stripe_customers_apply_pending() FROM public, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public._stripe_customers_apply_pending() TO service_role;
+
+-- When a user is linked to a Stripe customer, that customer's pending events apply.
+CREATE TRIGGER stripe_customers_apply_pending_events
+AFTER INSERT OR UPDATE OF stripe_customer_id ON public.stripe_customers
+FOR EACH ROW
+WHEN (new.stripe_customer_id IS NOT null)
+EXECUTE FUNCTION public._stripe_customers_apply_pending();
+
+-- purge_stripe_events_batch: one short batch of the seed's monthly archive.
+--
+-- One batch per call, not a procedure that loops and COMMITs: PostgreSQL allows
+-- COMMIT only in a routine that is neither SECURITY DEFINER nor has a SET
+-- clause, and every billingdb routine is both. The callers loop instead, one
+-- transaction per batch: pg_cron by its schedule, `billingdb maintenance run`
+-- until a short batch. No lock or snapshot outlives one batch.
+CREATE OR REPLACE FUNCTION public.purge_stripe_events_batch(
+    older_than interval DEFAULT null,
+    batch_size integer DEFAULT 1000
+)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = ''
+AS $function$
+DECLARE
+    v_older_than constant interval := coalesce(
+        purge_stripe_events_batch.older_than,
+        make_interval(days => coalesce(public._billing_setting('stripe_events_retention_days'), '90')::integer)
+    );
+    v_batch_size constant integer := purge_stripe_events_batch.batch_size;
+    v_deleted integer;
+BEGIN
+    -- Events are the idempotency record: Stripe redelivers and lets an operator
+    -- resend an event for up to 30 days, so a younger record must stay.
+    IF v_older_than < interval '30 days' THEN
+        RAISE EXCEPTION 'purge_stripe_events_batch: older_than must be at least 30 days (older_than=%)', v_older_than
+            USING ERRCODE = '22023',
+            HINT = 'Stripe can deliver an event again within 30 days; a purged event would be applied again.';
+    END IF;
+    IF v_batch_size IS NULL OR v_batch_size NOT BETWEEN 1 AND 100000 THEN
+        RAISE EXCEPTION 'purge_stripe_events_batch: batch_size must be between 1 and 100000 (batch_size=%)',
+            coalesce(v_batch_size::text, 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+
+    -- One batch of done events (processed, ignored, stale) older than the
+    -- cut-off, oldest first; rows another transaction holds are skipped, not
+    -- waited for, so this never queues behind webhook processing.
+    DELETE FROM public.stripe_events AS e
+    WHERE e.id IN (
+        SELECT s.id
+        FROM public.stripe_events AS s
+        WHERE
+            s.status IN ('processed', 'ignored', 'stale')
+            AND s.processed
+            AND s.created_at < now() - v_older_than
+        ORDER BY s.created_at, s.id
+        LIMIT v_batch_size
+        FOR UPDATE SKIP LOCKED
+    );
+    GET DIAGNOSTICS v_deleted = ROW_COUNT;
+    RETURN v_deleted;
+END
+$function$;
+
+COMMENT ON FUNCTION public.purge_stripe_events_batch(interval, integer) IS
+'Contract: deletes at most batch_size (default 1000, 1..100000) stripe_events that are done (processed = true: '
+'status processed, ignored or stale) and were received more than older_than ago (default: setting '
+'stripe_events_retention_days, 90), oldest first, skipping rows locked by others; returns how many. Failed, pending '
+'and unprocessed events are never deleted. Deleted, not copied: dump them first if they must be kept. To purge a '
+'backlog, call it in a loop, one transaction per call, until it returns less than batch_size (billingdb maintenance '
+'run does); pg_cron job stripe_events_purge runs one batch every 5 minutes. '
+'Errors: 22023 when older_than is under 30 days (Stripe may still resend such events) or batch_size is out of range.';
+
+REVOKE ALL ON FUNCTION public.purge_stripe_events_batch(interval, integer) FROM public, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public.purge_stripe_events_batch(interval, integer) TO service_role;
