@@ -7,7 +7,7 @@ negative, and each entry's balance_after is the running sum of that user's
 entries. Tests that downgrade may have removed the tables; then there is nothing
 to check.
 
-Credit holds (revision 0005) leave that rule as it is: held credits are out of
+Credit holds leave that rule as it is: held credits are out of
 the balance through a 'hold' ledger entry. Their own invariant is checked too:
 each hold has its one 'hold' entry of -amount; a settled hold its 'release'
 entry of +amount; a committed hold its 'usage' entry of -amount (all of the
@@ -17,10 +17,12 @@ hold and release entries), so no such entry exists outside a hold.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 pytest_plugins = ["billingdb.testing"]
 
@@ -40,12 +42,12 @@ running AS (
 )
 SELECT 'balance <> sum(amount)' AS problem, coalesce(b.user_id, s.user_id) AS user_id,
        b.balance::text AS balance, s.total::text AS detail
-FROM public.credit_balances AS b
+FROM billingdb.credit_balances AS b
 FULL JOIN sums AS s ON s.user_id = b.user_id
 WHERE coalesce(b.balance, 0) <> coalesce(s.total, 0)
 UNION ALL
 SELECT 'negative balance', b.user_id, b.balance::text, NULL
-FROM public.credit_balances AS b
+FROM billingdb.credit_balances AS b
 WHERE b.balance < 0
 UNION ALL
 SELECT 'balance_after <> running sum', r.user_id, r.balance_after::text, r.id::text
@@ -56,18 +58,18 @@ WHERE r.balance_after <> r.running_total
 
 _HOLD_VIOLATIONS = """
 SELECT 'hold entry' AS problem, h.user_id, h.hold_id::text AS hold, h.status AS detail
-FROM public.credit_holds AS h
+FROM billingdb.credit_holds AS h
 LEFT JOIN public.credit_transactions AS t ON t.id = h.hold_transaction_id
 WHERE t.id IS NULL OR t.transaction_type <> 'hold' OR t.amount <> -h.amount OR t.user_id <> h.user_id
 UNION ALL
 SELECT 'release entry', h.user_id, h.hold_id::text, h.status
-FROM public.credit_holds AS h
+FROM billingdb.credit_holds AS h
 LEFT JOIN public.credit_transactions AS t ON t.id = h.release_transaction_id
 WHERE h.status <> 'held'
     AND (t.id IS NULL OR t.transaction_type <> 'release' OR t.amount <> h.amount OR t.user_id <> h.user_id)
 UNION ALL
 SELECT 'usage entry', h.user_id, h.hold_id::text, h.status
-FROM public.credit_holds AS h
+FROM billingdb.credit_holds AS h
 LEFT JOIN public.credit_transactions AS t ON t.id = h.usage_transaction_id
 WHERE h.status = 'committed'
     AND (t.id IS NULL OR t.transaction_type <> 'usage' OR t.amount <> -h.amount OR t.user_id <> h.user_id)
@@ -81,7 +83,7 @@ FROM (
 ) AS e
 FULL JOIN (
     SELECT h.user_id, sum(h.amount) FILTER (WHERE h.status = 'held') AS held
-    FROM public.credit_holds AS h
+    FROM billingdb.credit_holds AS h
     GROUP BY h.user_id
 ) AS k ON k.user_id = e.user_id
 WHERE coalesce(e.total, 0) <> -coalesce(k.held, 0)
@@ -99,13 +101,29 @@ def ledger_invariant(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     with psycopg.connect(url, autocommit=True) as c:
         present = c.execute(
-            "SELECT to_regclass('public.credit_balances') IS NOT NULL"
+            "SELECT to_regclass('billingdb.credit_balances') IS NOT NULL"
             " AND to_regclass('public.credit_transactions') IS NOT NULL"
         ).fetchone()
         if not (present and present[0]):
             return
         violations = c.execute(_LEDGER_VIOLATIONS).fetchall()
-        holds = c.execute("SELECT to_regclass('public.credit_holds') IS NOT NULL").fetchone()
+        holds = c.execute("SELECT to_regclass('billingdb.credit_holds') IS NOT NULL").fetchone()
         hold_violations = c.execute(_HOLD_VIOLATIONS).fetchall() if holds and holds[0] else []
     assert violations == [], f"ledger invariant violated: {violations}"
     assert hold_violations == [], f"credit hold invariant violated: {hold_violations}"
+
+
+@pytest.fixture
+def service_login_url(conn: psycopg.Connection, database_url: str) -> Iterator[str]:  # type: ignore[type-arg]
+    """A LOGIN role that is a member of service_role, as a URL to this test's database (roles are
+    cluster-wide: it is dropped afterwards)."""
+    name = f"billingdb_service_{uuid.uuid4().hex[:8]}"
+    password = "service-login-test-password"
+    conn.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}' IN ROLE service_role")
+    params = conninfo_to_dict(database_url)
+    params.update(user=name, password=password)
+    try:
+        yield make_conninfo(**{k: v for k, v in params.items() if v is not None})
+    finally:
+        conn.execute(f"DROP OWNED BY {name}")
+        conn.execute(f"DROP ROLE {name}")

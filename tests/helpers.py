@@ -11,6 +11,8 @@ from psycopg import sql
 __all__ = [
     "STATUSES",
     "BILLING_TABLES",
+    "PUBLIC_TABLES",
+    "qualified",
     "NOW",
     "call",
     "customer",
@@ -33,6 +35,9 @@ STATUSES = [
     "paused",
 ]
 
+#: The seed's three tables: the interface, in schema public. Every other table is in billingdb.
+PUBLIC_TABLES = {"stripe_events", "subscription_cache", "credit_transactions"}
+
 #: Every table whose contents a refused or invalid call must leave unchanged.
 BILLING_TABLES = [
     "stripe_customers",
@@ -40,10 +45,20 @@ BILLING_TABLES = [
     "subscriptions",
     "credit_balances",
     "credit_transactions",
+    "credit_holds",
     "activity_log",
     "billing_settings",
     "subscription_cache",
 ]
+
+
+def qualified(name: str) -> str:
+    """The schema-qualified name of a billingdb table: public for the seed's three, else billingdb."""
+    return f"public.{name}" if name in PUBLIC_TABLES else f"billingdb.{name}"
+
+
+def _table(name: str) -> sql.Composable:
+    return sql.Identifier(*qualified(name).split("."))
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
@@ -106,14 +121,14 @@ def fund(conn: psycopg.Connection[Any], user_id: str, amount: int) -> Any:
 
 
 def balance(conn: psycopg.Connection[Any], user_id: str) -> int | None:
-    row = conn.execute("SELECT balance FROM public.credit_balances WHERE user_id = %s", (user_id,)).fetchone()
+    row = conn.execute("SELECT balance FROM billingdb.credit_balances WHERE user_id = %s", (user_id,)).fetchone()
     if row is None:
         return None
     return row["balance"] if isinstance(row, dict) else row[0]
 
 
 def count(conn: psycopg.Connection[Any], table: str, where: str = "true", params: Any = None) -> int:
-    query = sql.SQL("SELECT count(*) AS n FROM public.{} WHERE ").format(sql.Identifier(table)) + sql.SQL(where)
+    query = sql.SQL("SELECT count(*) AS n FROM {} WHERE ").format(_table(table)) + sql.SQL(where)
     row = conn.execute(query, params).fetchone()
     assert row is not None
     return int(row["n"] if isinstance(row, dict) else row[0])
@@ -122,7 +137,7 @@ def count(conn: psycopg.Connection[Any], table: str, where: str = "true", params
 def contents(conn: psycopg.Connection[Any]) -> dict[str, list[str]]:
     """Every row of every billing table as sorted text, to compare before and after a call."""
     out: dict[str, list[str]] = {}
-    for table in BILLING_TABLES:
-        query = sql.SQL("SELECT t::text AS row FROM public.{} AS t ORDER BY 1").format(sql.Identifier(table))
-        out[table] = [r["row"] if isinstance(r, dict) else r[0] for r in conn.execute(query)]
+    for name in BILLING_TABLES:
+        query = sql.SQL("SELECT t::text AS row FROM {} AS t ORDER BY 1").format(_table(name))
+        out[name] = [r["row"] if isinstance(r, dict) else r[0] for r in conn.execute(query)]
     return out

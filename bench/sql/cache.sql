@@ -1,6 +1,6 @@
 -- name: set_cache_ttl
 -- The subscription cache's time to live (billing_settings.cache_ttl_seconds), in seconds.
-INSERT INTO public.billing_settings AS s (name, value)
+INSERT INTO billingdb.billing_settings AS s (name, value)
 VALUES ('cache_ttl_seconds', %(ttl)s::text)
 ON CONFLICT (name) DO UPDATE SET value = excluded.value;
 

@@ -88,7 +88,7 @@ AS $function$
 DECLARE
     n bigint;
 BEGIN
-    PERFORM public._lock_stripe_customer('cus_bench_' || next_event.uid);
+    PERFORM billingdb._lock_stripe_customer('cus_bench_' || next_event.uid);
     n := nextval('bench.event_seq');
     -- A plain variable as the argument, so that bench.stripe_event is inlined.
     RETURN bench.stripe_event(next_event.kind, next_event.uid, n);

@@ -1,7 +1,7 @@
 -- name: committed_holds
 -- Committed credit holds: a reserve+commit run must add exactly one per pgbench transaction.
 SELECT count(*) AS committed
-FROM public.credit_holds AS h
+FROM billingdb.credit_holds AS h
 WHERE h.status = 'committed';
 
 -- name: sample_hold_commit

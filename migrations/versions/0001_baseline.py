@@ -1,4 +1,4 @@
-"""baseline: billingdb's schema by concept (settings, customers, subscriptions, ledger, holds, cache, events, operations)
+"""baseline: billingdb's schema by concept (input limits, settings, customers, subscriptions, ledger, holds, cache, events, operations)
 
 Revision ID: 0001
 Revises:
@@ -24,6 +24,7 @@ depends_on = None
 #: The concepts in dependency order (settings first; operations schedules the jobs last).
 CONCEPTS = [
     "00_roles",
+    "05_input",
     "10_settings",
     "20_customers",
     "30_subscriptions",

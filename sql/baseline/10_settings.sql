@@ -1,8 +1,8 @@
 -- Settings and the activity log: the tunables every other concept reads, and
 -- what happened to a user's billing, for support and the runbook.
 
--- Tunables, read through public._billing_setting(name).
-CREATE TABLE public.billing_settings (
+-- Tunables, read through billingdb._billing_setting(name).
+CREATE TABLE billingdb.billing_settings (
     name text PRIMARY KEY,
     value text NOT NULL,
     description text,
@@ -23,10 +23,10 @@ CREATE TABLE public.billing_settings (
     )
 );
 
-COMMENT ON TABLE public.billing_settings IS
+COMMENT ON TABLE billingdb.billing_settings IS
 'Billing tunables by name (cache_ttl_seconds, past_due_can_spend, cache_stats_reset_at); read with _billing_setting().';
 
-INSERT INTO public.billing_settings (name, value, description) VALUES
+INSERT INTO billingdb.billing_settings (name, value, description) VALUES
 (
     'cache_ttl_seconds', '300',
     'Seconds a subscription_cache row stays valid after it is computed.'
@@ -69,7 +69,7 @@ INSERT INTO public.billing_settings (name, value, description) VALUES
 );
 
 -- What happened to a user's billing, for support and the runbook.
-CREATE TABLE public.activity_log (
+CREATE TABLE billingdb.activity_log (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     user_id text,
     activity_type text NOT NULL CHECK (btrim(activity_type) <> ''),
@@ -77,31 +77,21 @@ CREATE TABLE public.activity_log (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 
-CREATE INDEX idx_activity_log_user_created ON public.activity_log (user_id, created_at);
+CREATE INDEX idx_activity_log_user_created ON billingdb.activity_log (user_id, created_at);
 
-COMMENT ON TABLE public.activity_log IS
+COMMENT ON TABLE billingdb.activity_log IS
 'Billing activity per user (credits allocated, granted, refunded; subscription created, status changed, '
 'transition refused) with details as jsonb.';
 
--- Row level security; service_role gets a policy so that a plain PostgreSQL
--- behaves like Supabase (where service_role bypasses RLS).
-ALTER TABLE public.billing_settings ENABLE ROW LEVEL SECURITY;
-ALTER TABLE public.activity_log ENABLE ROW LEVEL SECURITY;
+-- Private: row level security with no policy (only the owner, through the
+-- entry points, reads or writes), and no privilege for any other role.
+ALTER TABLE billingdb.billing_settings ENABLE ROW LEVEL SECURITY;
+ALTER TABLE billingdb.activity_log ENABLE ROW LEVEL SECURITY;
 
-CREATE POLICY service_role_all ON public.billing_settings
-FOR ALL TO service_role USING (true) WITH CHECK (true);
+REVOKE ALL ON TABLE billingdb.billing_settings, billingdb.activity_log
+FROM public, anon, authenticated, service_role;
 
-CREATE POLICY service_role_all ON public.activity_log
-FOR ALL TO service_role USING (true) WITH CHECK (true);
-
--- Supabase's default privileges grant the client roles everything: take it back.
-REVOKE ALL ON TABLE public.billing_settings, public.activity_log FROM public, anon, authenticated;
-
--- service_role edits the settings; the activity log is append-only.
-GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE public.billing_settings TO service_role;
-GRANT SELECT, INSERT ON TABLE public.activity_log TO service_role;
-
-CREATE OR REPLACE FUNCTION public._billing_setting(name text)
+CREATE OR REPLACE FUNCTION billingdb._billing_setting(name text)
 RETURNS text
 LANGUAGE plpgsql
 STABLE
@@ -111,14 +101,76 @@ DECLARE
     v_name constant text := _billing_setting.name;
 BEGIN
     -- One setting by name; null when it is not set (callers apply their default).
-    RETURN (SELECT s.value FROM public.billing_settings AS s WHERE s.name = v_name);
+    RETURN (SELECT s.value FROM billingdb.billing_settings AS s WHERE s.name = v_name);
 END
 $function$;
 
-COMMENT ON FUNCTION public._billing_setting(text) IS
+COMMENT ON FUNCTION billingdb._billing_setting(text) IS
 'Internal. Contract: the value of billing_settings.name as text, or null when no such setting exists (the caller '
 'applies its documented default). Settings: cache_ttl_seconds (default 300), past_due_can_spend (default true), '
 'cache_stats_reset_at.';
 
-REVOKE ALL ON FUNCTION public._billing_setting(text) FROM public, anon, authenticated;
-GRANT EXECUTE ON FUNCTION public._billing_setting(text) TO service_role;
+REVOKE ALL ON FUNCTION billingdb._billing_setting(text) FROM public, anon, authenticated;
+
+-- set_billing_setting: the one writer of the settings (service_role has no
+-- privilege on the table itself).
+CREATE OR REPLACE FUNCTION public.set_billing_setting(name text, value text)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $function$
+DECLARE
+    v_name constant text := set_billing_setting.name;
+    v_value constant text := set_billing_setting.value;
+    v_previous text;
+BEGIN
+    -- Arguments: a known tunable and a value of its kind (the table's CHECKs,
+    -- asked first so that a refusal is a 22023 with the setting's name).
+    SELECT s.value INTO v_previous FROM billingdb.billing_settings AS s WHERE s.name = v_name FOR UPDATE;
+    IF NOT FOUND OR v_name = 'cache_stats_reset_at' THEN
+        RAISE EXCEPTION 'set_billing_setting: unknown setting (name=%)', coalesce(quote_literal(v_name), 'NULL')
+            USING ERRCODE = '22023', HINT = format(
+                'Known settings: %s.',
+                (
+                    SELECT string_agg(s.name, ', ' ORDER BY s.name) FROM billingdb.billing_settings AS s
+                    WHERE s.name <> 'cache_stats_reset_at'
+                )
+            );
+    END IF;
+    IF
+        v_value IS NULL
+        OR length(v_value) > 100
+        OR (v_name = 'cache_ttl_seconds' AND v_value !~ '^[0-9]{1,6}$')
+        OR (v_name = 'past_due_can_spend' AND v_value NOT IN ('true', 'false'))
+        OR (v_name NOT IN ('cache_ttl_seconds', 'past_due_can_spend') AND v_value !~ '^[0-9]{1,9}(\.[0-9]{1,4})?$')
+        OR (v_name = 'stripe_events_retention_days' AND v_value::numeric < 30)
+    THEN
+        RAISE EXCEPTION 'set_billing_setting: invalid value (name=%, value=%)',
+            v_name, coalesce(quote_literal(left(v_value, 100)), 'NULL')
+            USING ERRCODE = '22023', HINT = (
+                SELECT s.description FROM billingdb.billing_settings AS s WHERE s.name = v_name
+            );
+    END IF;
+
+    -- The new value, and who changed what in the activity log.
+    UPDATE billingdb.billing_settings AS s SET value = v_value WHERE s.name = v_name;
+    INSERT INTO billingdb.activity_log (user_id, activity_type, details)
+    VALUES (
+        NULL, 'setting_changed',
+        jsonb_build_object('name', v_name, 'value', v_value, 'previous', v_previous, 'by', session_user)
+    );
+    RETURN jsonb_build_object('name', v_name, 'value', v_value, 'previous', v_previous);
+END
+$function$;
+
+COMMENT ON FUNCTION public.set_billing_setting(text, text) IS
+'Contract: sets one billing tunable (billing_settings.name) to value and logs setting_changed in activity_log '
+'(with the previous value and session_user). Returns jsonb {name, value, previous}. Settings: cache_ttl_seconds '
+'(seconds, 0 to 999999), past_due_can_spend (true or false), stripe_events_retention_days (at least 30), '
+'cron_history_retention_days and the health_* thresholds (numbers). Errors: 22023 for an unknown name (the hint '
+'lists the known ones; cache_stats_reset_at is set by clear_all_subscription_cache) or a value not of the '
+'setting''s kind (the hint is the setting''s description); nothing changes.';
+
+REVOKE ALL ON FUNCTION public.set_billing_setting(text, text) FROM public, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public.set_billing_setting(text, text) TO service_role;

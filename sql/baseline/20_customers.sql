@@ -1,6 +1,6 @@
 -- Customers: which application user is which Stripe customer.
 
-CREATE TABLE public.stripe_customers (
+CREATE TABLE billingdb.stripe_customers (
     user_id text PRIMARY KEY CHECK (user_id <> ''),
     email text,
     stripe_customer_id text UNIQUE CHECK (stripe_customer_id ~ '^cus_'),
@@ -8,21 +8,19 @@ CREATE TABLE public.stripe_customers (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 
-COMMENT ON TABLE public.stripe_customers IS
+COMMENT ON TABLE billingdb.stripe_customers IS
 'One row per application user; stripe_customer_id is null until the Stripe customer is linked.';
 
-ALTER TABLE public.stripe_customers ENABLE ROW LEVEL SECURITY;
+-- Private: row level security with no policy (only the owner, through the
+-- entry points, reads or writes), and no privilege for any other role.
+ALTER TABLE billingdb.stripe_customers ENABLE ROW LEVEL SECURITY;
 
-CREATE POLICY service_role_all ON public.stripe_customers
-FOR ALL TO service_role USING (true) WITH CHECK (true);
-
-REVOKE ALL ON TABLE public.stripe_customers FROM public, anon, authenticated;
-GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE public.stripe_customers TO service_role;
+REVOKE ALL ON TABLE billingdb.stripe_customers FROM public, anon, authenticated, service_role;
 
 -- _lock_stripe_customer: one SQL expression, inlined by the planner into its
 -- callers (a SECURITY DEFINER function or one with SET is never inlined). An
 -- advisory lock needs no privilege, so definer rights would give it nothing.
-CREATE OR REPLACE FUNCTION public._lock_stripe_customer(customer_id text)
+CREATE OR REPLACE FUNCTION billingdb._lock_stripe_customer(customer_id text)
 RETURNS void
 LANGUAGE sql
 VOLATILE
@@ -33,27 +31,31 @@ AS $function$
     SELECT pg_catalog.pg_advisory_xact_lock(1111774019, pg_catalog.hashtext(customer_id))
 $function$;
 
-COMMENT ON FUNCTION public._lock_stripe_customer(text) IS
+COMMENT ON FUNCTION billingdb._lock_stripe_customer(text) IS
 'Internal, inlined into its callers (no table access, so neither SECURITY DEFINER nor SET search_path). Contract: '
 'takes the exclusive transaction-level advisory lock of a Stripe customer (class 1111774019, key '
 'hashtext(customer_id)). Event processing takes it before it locks the event or any user, and so does applying '
 'pending events when the customer is linked: an event is either parked as pending before the link commits (and then '
 'applied by it) or sees the link. Order: customer lock, event lock (_lock_stripe_event), event row, _lock_user.';
 
-REVOKE ALL ON FUNCTION public._lock_stripe_customer(text) FROM public, anon, authenticated;
-GRANT EXECUTE ON FUNCTION public._lock_stripe_customer(text) TO service_role;
+REVOKE ALL ON FUNCTION billingdb._lock_stripe_customer(text) FROM public, anon, authenticated;
+
 CREATE OR REPLACE FUNCTION public.get_or_create_stripe_customer(user_id text, email text)
 RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $function$
 DECLARE
     v_user_id constant text := get_or_create_stripe_customer.user_id;
     v_email constant text := nullif(btrim(get_or_create_stripe_customer.email), '');
     v_created boolean := false;
-    v_row public.stripe_customers;
+    v_row billingdb.stripe_customers;
 BEGIN
+    -- Limits first (see 05_input.sql): an over-long value is a 22023 naming it.
+    PERFORM billingdb._check_text('get_or_create_stripe_customer', 'user_id', v_user_id, 255);
+    PERFORM billingdb._check_text('get_or_create_stripe_customer', 'email', v_email, 320);
+
     -- A user id is required; an email, when given, must look like one.
     IF v_user_id IS NULL OR btrim(v_user_id) = '' THEN
         RAISE EXCEPTION 'get_or_create_stripe_customer: user_id is required (user_id=%)',
@@ -68,17 +70,17 @@ BEGIN
 
     -- One row per user even with concurrent callers: the loser of the insert
     -- race waits for the winner's commit and then reads its row.
-    INSERT INTO public.stripe_customers AS c (user_id, email)
+    INSERT INTO billingdb.stripe_customers AS c (user_id, email)
     VALUES (v_user_id, v_email)
     ON CONFLICT ON CONSTRAINT stripe_customers_pkey DO NOTHING
     RETURNING c.* INTO v_row;
     v_created := FOUND;
 
     IF NOT v_created THEN
-        SELECT c.* INTO STRICT v_row FROM public.stripe_customers AS c WHERE c.user_id = v_user_id;
+        SELECT c.* INTO STRICT v_row FROM billingdb.stripe_customers AS c WHERE c.user_id = v_user_id;
         -- Keep the email current without rewriting an unchanged row.
         IF v_email IS NOT NULL AND v_email IS DISTINCT FROM v_row.email THEN
-            UPDATE public.stripe_customers AS c
+            UPDATE billingdb.stripe_customers AS c
             SET email = v_email, updated_at = now()
             WHERE c.user_id = v_user_id
             RETURNING c.* INTO v_row;
@@ -110,18 +112,23 @@ COMMENT ON FUNCTION public.get_or_create_stripe_customer(text, text) IS
 
 REVOKE ALL ON FUNCTION public.get_or_create_stripe_customer(text, text) FROM public, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.get_or_create_stripe_customer(text, text) TO service_role;
+
 CREATE OR REPLACE FUNCTION public.link_stripe_customer(user_id text, stripe_customer_id text)
 RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $function$
 DECLARE
     v_user_id constant text := link_stripe_customer.user_id;
     v_customer_id constant text := link_stripe_customer.stripe_customer_id;
-    v_row public.stripe_customers;
+    v_row billingdb.stripe_customers;
     v_owner text;
 BEGIN
+    -- Limits first (see 05_input.sql): an over-long value is a 22023 naming it.
+    PERFORM billingdb._check_text('link_stripe_customer', 'user_id', v_user_id, 255);
+    PERFORM billingdb._check_stripe_id('link_stripe_customer', 'stripe_customer_id', v_customer_id, 'cus_');
+
     -- Both ids are required and the customer id must be a Stripe customer id.
     IF v_user_id IS NULL OR btrim(v_user_id) = '' THEN
         RAISE EXCEPTION 'link_stripe_customer: user_id is required (user_id=%)',
@@ -136,7 +143,7 @@ BEGIN
 
     -- A customer belongs to one user.
     SELECT c.user_id INTO v_owner
-    FROM public.stripe_customers AS c
+    FROM billingdb.stripe_customers AS c
     WHERE c.stripe_customer_id = v_customer_id;
     IF v_owner IS NOT NULL AND v_owner <> v_user_id THEN
         RAISE EXCEPTION 'link_stripe_customer: customer already linked (stripe_customer_id=%, user_id=%)',
@@ -145,17 +152,17 @@ BEGIN
     END IF;
 
     -- Create the user's row if needed, lock it, and link unless it holds another customer.
-    INSERT INTO public.stripe_customers AS c (user_id)
+    INSERT INTO billingdb.stripe_customers AS c (user_id)
     VALUES (v_user_id)
     ON CONFLICT ON CONSTRAINT stripe_customers_pkey DO NOTHING;
-    SELECT c.* INTO STRICT v_row FROM public.stripe_customers AS c WHERE c.user_id = v_user_id FOR UPDATE;
+    SELECT c.* INTO STRICT v_row FROM billingdb.stripe_customers AS c WHERE c.user_id = v_user_id FOR UPDATE;
     IF v_row.stripe_customer_id IS NOT NULL AND v_row.stripe_customer_id <> v_customer_id THEN
         RAISE EXCEPTION 'link_stripe_customer: user already has a customer (user_id=%, stripe_customer_id=%)',
             v_user_id, v_row.stripe_customer_id
             USING ERRCODE = 'BD004', HINT = 'A user keeps one Stripe customer; unlink it first.';
     END IF;
     IF v_row.stripe_customer_id IS NULL THEN
-        UPDATE public.stripe_customers AS c
+        UPDATE billingdb.stripe_customers AS c
         SET stripe_customer_id = v_customer_id, updated_at = now()
         WHERE c.user_id = v_user_id
         RETURNING c.* INTO v_row;

@@ -3,7 +3,7 @@
 -- apply_subscription_change().
 
 -- Stripe prices we sell and the credits each grants per billing period.
-CREATE TABLE public.plans (
+CREATE TABLE billingdb.plans (
     price_id text PRIMARY KEY CHECK (btrim(price_id) <> ''),
     name text NOT NULL CHECK (btrim(name) <> ''),
     credits_per_period integer NOT NULL CHECK (credits_per_period > 0),
@@ -17,14 +17,14 @@ CREATE TABLE public.plans (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 
-COMMENT ON TABLE public.plans IS
+COMMENT ON TABLE billingdb.plans IS
 'Stripe price id -> plan name and credits granted per paid period; reset_each_period: unused credits of the '
 'ended period expire when the next invoice allocates (see add_subscription_credits). Written by set_plan().';
 
 -- _valid_subscription: subscriptions' row rules, the table's one CHECK (see
 -- _valid_credit_transaction for why a function). IMMUTABLE, no table access: neither SECURITY DEFINER
 -- nor SET search_path.
-CREATE OR REPLACE FUNCTION public._valid_subscription(
+CREATE OR REPLACE FUNCTION billingdb._valid_subscription(
     subscription_id text,
     user_id text,
     stripe_customer_id text,
@@ -52,20 +52,18 @@ BEGIN
 END
 $function$;
 
-COMMENT ON FUNCTION public._valid_subscription(text, text, text, text, timestamptz, timestamptz) IS
+COMMENT ON FUNCTION billingdb._valid_subscription(text, text, text, text, timestamptz, timestamptz) IS
 'Internal, the CHECK of subscriptions (constraint subscriptions_valid). Contract: false when a row breaks a rule, '
 'else true (null when an input it needs is null, which a CHECK passes). Rules: subscription_id starts with sub_; '
 'user_id is not blank; stripe_customer_id starts with cus_; status is one of Stripe''s incomplete, '
 'incomplete_expired, trialing, active, past_due, unpaid, canceled, paused; the period does not end before it '
 'starts. IMMUTABLE: changing the rules needs a new version and a revision that validates the stored rows again.';
 
-REVOKE ALL ON FUNCTION public._valid_subscription(text, text, text, text, timestamptz, timestamptz)
+REVOKE ALL ON FUNCTION billingdb._valid_subscription(text, text, text, text, timestamptz, timestamptz)
 FROM public, anon, authenticated;
-GRANT EXECUTE ON FUNCTION public._valid_subscription(text, text, text, text, timestamptz, timestamptz)
-TO service_role;
 
 -- One row per Stripe subscription, written only by apply_subscription_change().
-CREATE TABLE public.subscriptions (
+CREATE TABLE billingdb.subscriptions (
     subscription_id text PRIMARY KEY,
     user_id text NOT NULL,
     stripe_customer_id text,
@@ -81,15 +79,15 @@ CREATE TABLE public.subscriptions (
     updated_at timestamptz NOT NULL DEFAULT now(),
     -- The row rules, in one CHECK (see _valid_subscription).
     CONSTRAINT subscriptions_valid CHECK (
-        public._valid_subscription(
+        billingdb._valid_subscription(
             subscription_id, user_id, stripe_customer_id, status, current_period_start, current_period_end
         )
     )
 );
 
-CREATE INDEX idx_subscriptions_user_id ON public.subscriptions (user_id);
+CREATE INDEX idx_subscriptions_user_id ON billingdb.subscriptions (user_id);
 
-COMMENT ON TABLE public.subscriptions IS
+COMMENT ON TABLE billingdb.subscriptions IS
 'One row per Stripe subscription (status, price, period, cancellation). last_event_created + last_event_id are '
 'the watermark of the last applied Stripe event. Only apply_subscription_change() writes it.';
 
@@ -97,7 +95,7 @@ COMMENT ON TABLE public.subscriptions IS
 -- A same-status update (active -> active with a new period) is always allowed
 -- and is not a row here. canceled and incomplete_expired are terminal: no row
 -- leaves them. Source: Stripe's Subscription.status documentation.
-CREATE TABLE public.subscription_status_transitions (
+CREATE TABLE billingdb.subscription_status_transitions (
     from_status text NOT NULL,
     to_status text NOT NULL,
     PRIMARY KEY (from_status, to_status),
@@ -116,11 +114,11 @@ CREATE TABLE public.subscription_status_transitions (
     )
 );
 
-COMMENT ON TABLE public.subscription_status_transitions IS
+COMMENT ON TABLE billingdb.subscription_status_transitions IS
 'Allowed subscription status changes (from_status <> to_status); same-status updates are always allowed and are '
 'not listed; canceled and incomplete_expired are terminal. apply_subscription_change() refuses any other change.';
 
-INSERT INTO public.subscription_status_transitions (from_status, to_status) VALUES
+INSERT INTO billingdb.subscription_status_transitions (from_status, to_status) VALUES
 -- First invoice paid; not paid within 23 hours; canceled before payment.
 ('incomplete', 'active'),
 ('incomplete', 'incomplete_expired'),
@@ -148,25 +146,14 @@ INSERT INTO public.subscription_status_transitions (from_status, to_status) VALU
 ('paused', 'active'),
 ('paused', 'canceled');
 
-ALTER TABLE public.plans ENABLE ROW LEVEL SECURITY;
-ALTER TABLE public.subscriptions ENABLE ROW LEVEL SECURITY;
-ALTER TABLE public.subscription_status_transitions ENABLE ROW LEVEL SECURITY;
+-- Private: row level security with no policy (only the owner, through the
+-- entry points, reads or writes), and no privilege for any other role.
+ALTER TABLE billingdb.plans ENABLE ROW LEVEL SECURITY;
+ALTER TABLE billingdb.subscriptions ENABLE ROW LEVEL SECURITY;
+ALTER TABLE billingdb.subscription_status_transitions ENABLE ROW LEVEL SECURITY;
 
-CREATE POLICY service_role_all ON public.plans
-FOR ALL TO service_role USING (true) WITH CHECK (true);
-
-CREATE POLICY service_role_all ON public.subscriptions
-FOR ALL TO service_role USING (true) WITH CHECK (true);
-
-CREATE POLICY service_role_all ON public.subscription_status_transitions
-FOR ALL TO service_role USING (true) WITH CHECK (true);
-
-REVOKE ALL ON TABLE public.plans, public.subscriptions, public.subscription_status_transitions
-FROM public, anon, authenticated;
-
--- service_role edits plans; the state machine's tables are read-only outside its functions.
-GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE public.plans TO service_role;
-GRANT SELECT ON TABLE public.subscriptions, public.subscription_status_transitions TO service_role;
+REVOKE ALL ON TABLE billingdb.plans, billingdb.subscriptions, billingdb.subscription_status_transitions
+FROM public, anon, authenticated, service_role;
 
 CREATE OR REPLACE FUNCTION public.set_plan(
     price_id text,
@@ -181,7 +168,7 @@ CREATE OR REPLACE FUNCTION public.set_plan(
 RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $function$
 DECLARE
     v_price_id constant text := btrim(set_plan.price_id);
@@ -192,10 +179,14 @@ DECLARE
     v_currency constant text := lower(nullif(btrim(set_plan.currency), ''));
     v_interval constant text := lower(nullif(btrim(set_plan.billing_interval), ''));
     v_active constant boolean := coalesce(set_plan.active, true);
-    v_old public.plans;
-    v_row public.plans;
+    v_old billingdb.plans;
+    v_row billingdb.plans;
     v_created boolean;
 BEGIN
+    -- Limits first (see 05_input.sql): an over-long value is a 22023 naming it.
+    PERFORM billingdb._check_text('set_plan', 'price_id', v_price_id, 255);
+    PERFORM billingdb._check_text('set_plan', 'name', v_name, 200);
+
     -- Arguments: the table's rules, checked first for a clear message.
     IF v_price_id IS NULL OR v_price_id = '' THEN
         RAISE EXCEPTION 'set_plan: price_id is required (price_id=%)', coalesce(quote_literal(v_price_id), 'NULL')
@@ -227,7 +218,7 @@ BEGIN
     END IF;
 
     -- Create, or lock and update the existing plan.
-    INSERT INTO public.plans AS p (
+    INSERT INTO billingdb.plans AS p (
         price_id, name, credits_per_period, reset_each_period, amount_cents, currency, billing_interval, active
     )
     VALUES (v_price_id, v_name, v_credits, v_reset, v_amount_cents, v_currency, v_interval, v_active)
@@ -235,8 +226,8 @@ BEGIN
     RETURNING p.* INTO v_row;
     v_created := FOUND;
     IF NOT v_created THEN
-        SELECT p.* INTO STRICT v_old FROM public.plans AS p WHERE p.price_id = v_price_id FOR UPDATE;
-        UPDATE public.plans AS p
+        SELECT p.* INTO STRICT v_old FROM billingdb.plans AS p WHERE p.price_id = v_price_id FOR UPDATE;
+        UPDATE billingdb.plans AS p
         SET
             name = v_name,
             credits_per_period = v_credits,
@@ -271,8 +262,40 @@ COMMENT ON FUNCTION public.set_plan(text, text, integer, boolean, integer, text,
 REVOKE ALL ON FUNCTION public.set_plan(text, text, integer, boolean, integer, text, text, boolean)
 FROM public, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.set_plan(text, text, integer, boolean, integer, text, text, boolean) TO service_role;
+
+-- get_plan: one plan, for callers that may not read the private table (checkout).
+CREATE OR REPLACE FUNCTION public.get_plan(price_id text)
+RETURNS jsonb
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $function$
+DECLARE
+    v_price_id constant text := get_plan.price_id;
+BEGIN
+    -- The plan as jsonb; null when the price is not a plan.
+    RETURN (
+        SELECT jsonb_build_object(
+            'price_id', p.price_id, 'name', p.name, 'credits_per_period', p.credits_per_period,
+            'reset_each_period', p.reset_each_period, 'amount_cents', p.amount_cents, 'currency', p.currency,
+            'billing_interval', p.billing_interval, 'active', p.active
+        )
+        FROM billingdb.plans AS p
+        WHERE p.price_id = v_price_id
+    );
+END
+$function$;
+
+COMMENT ON FUNCTION public.get_plan(text) IS
+'Contract: the plan of a Stripe price as jsonb {price_id, name, credits_per_period, reset_each_period, amount_cents, '
+'currency, billing_interval, active}, or null when the price is not a plan (or price_id is null). Never raises.';
+
+REVOKE ALL ON FUNCTION public.get_plan(text) FROM public, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public.get_plan(text) TO service_role;
+
 -- _spending_refusal: the spending rule, in one place.
-CREATE OR REPLACE FUNCTION public._spending_refusal(
+CREATE OR REPLACE FUNCTION billingdb._spending_refusal(
     status text,
     cancel_at_period_end boolean,
     current_period_end timestamptz
@@ -299,7 +322,7 @@ BEGIN
 
     -- past_due: a grace period while Stripe retries, unless the setting is off.
     IF v_status = 'past_due'
-        AND coalesce(public._billing_setting('past_due_can_spend'), 'true') <> 'true' THEN
+        AND coalesce(billingdb._billing_setting('past_due_can_spend'), 'true') <> 'true' THEN
         RETURN 'subscription_inactive';
     END IF;
 
@@ -320,7 +343,7 @@ BEGIN
 END
 $function$;
 
-COMMENT ON FUNCTION public._spending_refusal(text, boolean, timestamptz) IS
+COMMENT ON FUNCTION billingdb._spending_refusal(text, boolean, timestamptz) IS
 'Internal: the spending rule (guide section 4). Contract: null when a subscription with this status, '
 'cancel_at_period_end and current_period_end may spend credits now, else the reason: no_subscription (status null); '
 'subscription_inactive (incomplete, incomplete_expired, unpaid, paused; past_due when the setting past_due_can_spend '
@@ -328,9 +351,9 @@ COMMENT ON FUNCTION public._spending_refusal(text, boolean, timestamptz) IS
 'current_period_end <= now()). trialing, active and past_due (grace on, the default) may spend; canceled and '
 'cancel_at_period_end until current_period_end.';
 
-REVOKE ALL ON FUNCTION public._spending_refusal(text, boolean, timestamptz) FROM public, anon, authenticated;
-GRANT EXECUTE ON FUNCTION public._spending_refusal(text, boolean, timestamptz) TO service_role;
--- apply_subscription_change: the one writer of public.subscriptions.
+REVOKE ALL ON FUNCTION billingdb._spending_refusal(text, boolean, timestamptz) FROM public, anon, authenticated;
+
+-- apply_subscription_change: the one writer of billingdb.subscriptions.
 CREATE OR REPLACE FUNCTION public.apply_subscription_change(
     subscription_id text,
     user_id text,
@@ -347,7 +370,7 @@ CREATE OR REPLACE FUNCTION public.apply_subscription_change(
 RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $function$
 DECLARE
     v_subscription_id constant text := apply_subscription_change.subscription_id;
@@ -362,9 +385,16 @@ DECLARE
     v_event_created constant timestamptz := apply_subscription_change.event_created;
     v_event_id constant text := nullif(btrim(apply_subscription_change.event_id), '');
     v_owner text;
-    v_old public.subscriptions;
+    v_old billingdb.subscriptions;
     v_result text;
 BEGIN
+    -- Limits first (see 05_input.sql): an over-long value is a 22023 naming it.
+    PERFORM billingdb._check_stripe_id('apply_subscription_change', 'subscription_id', v_subscription_id, 'sub_');
+    PERFORM billingdb._check_text('apply_subscription_change', 'user_id', v_user_id, 255);
+    PERFORM billingdb._check_stripe_id('apply_subscription_change', 'customer_id', v_customer_id, 'cus_');
+    PERFORM billingdb._check_text('apply_subscription_change', 'price_id', v_price_id, 255);
+    PERFORM billingdb._check_text('apply_subscription_change', 'event_id', v_event_id, 255);
+
     -- Arguments: a subscription id, one of Stripe's 8 statuses, a sane period,
     -- a user or a customer, an event id only with its time.
     IF v_subscription_id IS NULL OR v_subscription_id !~ '^sub_' THEN
@@ -405,7 +435,7 @@ BEGIN
     -- The user: the one given, else the one the customer is linked to; both
     -- given must agree with the customer mapping.
     IF v_customer_id IS NOT NULL THEN
-        SELECT c.user_id INTO v_owner FROM public.stripe_customers AS c WHERE c.stripe_customer_id = v_customer_id;
+        SELECT c.user_id INTO v_owner FROM billingdb.stripe_customers AS c WHERE c.stripe_customer_id = v_customer_id;
         IF v_user_id IS NULL AND v_owner IS NULL THEN
             RAISE EXCEPTION 'apply_subscription_change: unknown customer (subscription_id=%, customer_id=%)',
                 v_subscription_id, v_customer_id
@@ -422,12 +452,12 @@ BEGIN
     END IF;
 
     -- Serialise with every other write of this user, then lock the row.
-    PERFORM public._lock_user(v_user_id);
-    SELECT s.* INTO v_old FROM public.subscriptions AS s WHERE s.subscription_id = v_subscription_id FOR UPDATE;
+    PERFORM billingdb._lock_user(v_user_id);
+    SELECT s.* INTO v_old FROM billingdb.subscriptions AS s WHERE s.subscription_id = v_subscription_id FOR UPDATE;
 
     -- New subscription: any status (its earlier events may still be on the way).
     IF NOT FOUND THEN
-        INSERT INTO public.subscriptions AS s (
+        INSERT INTO billingdb.subscriptions AS s (
             subscription_id, user_id, stripe_customer_id, status, price_id,
             current_period_start, current_period_end, cancel_at_period_end, canceled_at,
             last_event_created, last_event_id
@@ -439,7 +469,7 @@ BEGIN
         )
         ON CONFLICT ON CONSTRAINT subscriptions_pkey DO NOTHING;
         IF FOUND THEN
-            INSERT INTO public.activity_log (user_id, activity_type, details)
+            INSERT INTO billingdb.activity_log (user_id, activity_type, details)
             VALUES (
                 v_user_id, 'subscription_created',
                 jsonb_build_object(
@@ -447,7 +477,7 @@ BEGIN
                     'event_id', v_event_id, 'event_created', v_event_created
                 )
             );
-            PERFORM public._store_subscription_cache(v_user_id, public._compute_subscription_state(v_user_id));
+            PERFORM billingdb._store_subscription_cache(v_user_id, billingdb._compute_subscription_state(v_user_id));
             RETURN jsonb_build_object(
                 'applied', true, 'result', 'created', 'from_status', NULL, 'to_status', v_status,
                 'subscription_id', v_subscription_id, 'user_id', v_user_id
@@ -455,7 +485,7 @@ BEGIN
         END IF;
         -- Created meanwhile under another user (we hold only our user's lock).
         SELECT s.* INTO STRICT v_old
-        FROM public.subscriptions AS s
+        FROM billingdb.subscriptions AS s
         WHERE s.subscription_id = v_subscription_id
         FOR UPDATE;
     END IF;
@@ -489,10 +519,10 @@ BEGIN
     -- The state machine: a change of status must be an allowed transition; a
     -- refused one changes nothing and is logged.
     IF v_status <> v_old.status AND NOT EXISTS (
-        SELECT FROM public.subscription_status_transitions AS tr
+        SELECT FROM billingdb.subscription_status_transitions AS tr
         WHERE tr.from_status = v_old.status AND tr.to_status = v_status
     ) THEN
-        INSERT INTO public.activity_log (user_id, activity_type, details)
+        INSERT INTO billingdb.activity_log (user_id, activity_type, details)
         VALUES (
             v_user_id, 'subscription_transition_refused',
             jsonb_build_object(
@@ -516,14 +546,14 @@ BEGIN
     ) THEN
         v_result := 'unchanged';
         IF v_event_created IS NOT NULL THEN
-            UPDATE public.subscriptions AS s
+            UPDATE billingdb.subscriptions AS s
             SET last_event_created = v_event_created, last_event_id = v_event_id
             WHERE s.subscription_id = v_subscription_id;
         END IF;
     ELSE
         -- Apply the change and move the watermark (kept by an authoritative call).
         v_result := 'updated';
-        UPDATE public.subscriptions AS s
+        UPDATE billingdb.subscriptions AS s
         SET
             stripe_customer_id = coalesce(v_customer_id, s.stripe_customer_id),
             status = v_status,
@@ -537,7 +567,7 @@ BEGIN
             updated_at = now()
         WHERE s.subscription_id = v_subscription_id;
         IF v_status <> v_old.status THEN
-            INSERT INTO public.activity_log (user_id, activity_type, details)
+            INSERT INTO billingdb.activity_log (user_id, activity_type, details)
             VALUES (
                 v_user_id, 'subscription_status_changed',
                 jsonb_build_object(
@@ -546,7 +576,7 @@ BEGIN
                 )
             );
         END IF;
-        PERFORM public._store_subscription_cache(v_user_id, public._compute_subscription_state(v_user_id));
+        PERFORM billingdb._store_subscription_cache(v_user_id, billingdb._compute_subscription_state(v_user_id));
     END IF;
 
     RETURN jsonb_build_object(
@@ -559,7 +589,7 @@ $function$;
 COMMENT ON FUNCTION public.apply_subscription_change(
     text, text, text, text, text, timestamptz, timestamptz, boolean, timestamptz, timestamptz, text
 ) IS
-'Contract: the one entry point that writes public.subscriptions. Applies a Stripe subscription''s state (status, '
+'Contract: the one entry point that writes billingdb.subscriptions. Applies a Stripe subscription''s state (status, '
 'price_id, period, cancel_at_period_end, canceled_at) to subscription_id for user_id (or, when null, the user linked '
 'to customer_id). Returns jsonb {applied, result, from_status, to_status, subscription_id, user_id}; result: created '
 '(new row, any status), updated (applied), unchanged (nothing differs; an event still moves the watermark), '

@@ -4,13 +4,13 @@
 -- allocate credits.
 
 -- One balance per user, updated in the same transaction as each ledger entry.
-CREATE TABLE public.credit_balances (
+CREATE TABLE billingdb.credit_balances (
     user_id text PRIMARY KEY CHECK (btrim(user_id) <> ''),
     balance integer NOT NULL DEFAULT 0 CHECK (balance >= 0),
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 
-COMMENT ON TABLE public.credit_balances IS
+COMMENT ON TABLE billingdb.credit_balances IS
 'Current credit balance per user; always equals sum(credit_transactions.amount) of that user and is never negative.';
 
 -- _valid_credit_transaction: credit_transactions' row rules, the table's one CHECK.
@@ -18,7 +18,7 @@ COMMENT ON TABLE public.credit_balances IS
 -- expression tree and plans it again for every statement that writes the table. A PL/pgSQL function is
 -- compiled once per session; the CHECK that calls it costs a fifth of that. IMMUTABLE (the rules read
 -- only the row), no table access, so neither SECURITY DEFINER nor SET search_path.
-CREATE OR REPLACE FUNCTION public._valid_credit_transaction(
+CREATE OR REPLACE FUNCTION billingdb._valid_credit_transaction(
     transaction_type text,
     amount integer,
     balance_after integer,
@@ -49,7 +49,7 @@ BEGIN
 END
 $function$;
 
-COMMENT ON FUNCTION public._valid_credit_transaction(text, integer, integer, bigint, jsonb, text) IS
+COMMENT ON FUNCTION billingdb._valid_credit_transaction(text, integer, integer, bigint, jsonb, text) IS
 'Internal, the CHECK of credit_transactions (constraint credit_transactions_valid). Contract: false when a row breaks '
 'a rule, else true (null when an input it needs is null, which a CHECK passes). Rules: transaction_type is one of '
 'allocation, usage, refund, adjustment, expiration, hold, release; amount is not 0; allocation, refund and release '
@@ -57,10 +57,8 @@ COMMENT ON FUNCTION public._valid_credit_transaction(text, integer, integer, big
 'balance_after >= 0; metadata is a JSON object; user_id is not blank. IMMUTABLE: changing the rules needs a new '
 'version and a revision that validates the stored rows again.';
 
-REVOKE ALL ON FUNCTION public._valid_credit_transaction(text, integer, integer, bigint, jsonb, text)
+REVOKE ALL ON FUNCTION billingdb._valid_credit_transaction(text, integer, integer, bigint, jsonb, text)
 FROM public, anon, authenticated;
-GRANT EXECUTE ON FUNCTION public._valid_credit_transaction(text, integer, integer, bigint, jsonb, text)
-TO service_role;
 
 -- The ledger: append-only, signed amounts, the balance after each entry.
 CREATE TABLE public.credit_transactions (
@@ -70,13 +68,20 @@ CREATE TABLE public.credit_transactions (
     transaction_type text NOT NULL,
     description text,
     metadata jsonb NOT NULL DEFAULT '{}'::jsonb,
-    idempotency_key text CONSTRAINT credit_transactions_idempotency_key_key UNIQUE,
+    -- The caller's key (use_credits_validated, grant_credits): unique per user.
+    idempotency_key text,
     balance_after integer NOT NULL,
     refund_of bigint REFERENCES public.credit_transactions (id),
     created_at timestamptz NOT NULL DEFAULT now(),
+    -- billingdb's own reference for an entry it makes (invoice:<id>, expiration:<id>,
+    -- refund:<id>, hold:<id>, hold:<id>:release, hold:<id>:usage): unique, in a
+    -- column of its own, so that no caller's key can take one.
+    reference text,
+    CONSTRAINT credit_transactions_user_idempotency_key UNIQUE (user_id, idempotency_key),
+    CONSTRAINT credit_transactions_reference_key UNIQUE (reference),
     -- The row rules, in one CHECK (see _valid_credit_transaction).
     CONSTRAINT credit_transactions_valid CHECK (
-        public._valid_credit_transaction(transaction_type, amount, balance_after, refund_of, metadata, user_id)
+        billingdb._valid_credit_transaction(transaction_type, amount, balance_after, refund_of, metadata, user_id)
     )
 );
 
@@ -93,16 +98,17 @@ ON public.credit_transactions ((metadata ->> 'invoice_id'));
 
 COMMENT ON TABLE public.credit_transactions IS
 'Append-only credit ledger: signed amount by transaction_type (allocation, refund, release > 0; usage, expiration, '
-'hold < 0; adjustment either), balance_after, unique idempotency_key (invoice:<id> for allocations, refund:<id> for '
-'refunds, hold:<hold_id>, hold:<hold_id>:release and hold:<hold_id>:usage for credit holds, the caller''s key for '
-'usages and adjustments), refund_of (unique). UPDATE, DELETE and TRUNCATE raise BD014.';
+'hold < 0; adjustment either), balance_after, idempotency_key (the caller''s key of a usage or an adjustment, '
+'unique per user), reference (billingdb''s own, unique: invoice:<id> for allocations, expiration:<id>, refund:<id> '
+'for refunds, hold:<hold_id>, hold:<hold_id>:release and hold:<hold_id>:usage for credit holds), refund_of '
+'(unique). UPDATE, DELETE and TRUNCATE raise BD014.';
 
 -- _credit_transactions_append_only: the ledger's guard trigger.
-CREATE OR REPLACE FUNCTION public._credit_transactions_append_only()
+CREATE OR REPLACE FUNCTION billingdb._credit_transactions_append_only()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $function$
 BEGIN
     -- Row level: name the entry someone tried to change.
@@ -118,40 +124,41 @@ BEGIN
 END
 $function$;
 
-COMMENT ON FUNCTION public._credit_transactions_append_only() IS
+COMMENT ON FUNCTION billingdb._credit_transactions_append_only() IS
 'Internal trigger of credit_transactions: every UPDATE, DELETE or TRUNCATE raises BD014 (the ledger is append-only; '
 'corrections are new entries).';
 
-REVOKE ALL ON FUNCTION public._credit_transactions_append_only() FROM public, anon, authenticated;
-GRANT EXECUTE ON FUNCTION public._credit_transactions_append_only() TO service_role;
+REVOKE ALL ON FUNCTION billingdb._credit_transactions_append_only() FROM public, anon, authenticated;
 
 -- UPDATE, DELETE and TRUNCATE raise: corrections are new entries.
 CREATE TRIGGER credit_transactions_append_only
 BEFORE UPDATE OR DELETE ON public.credit_transactions
-FOR EACH ROW EXECUTE FUNCTION public._credit_transactions_append_only();
+FOR EACH ROW EXECUTE FUNCTION billingdb._credit_transactions_append_only();
 
 CREATE TRIGGER credit_transactions_no_truncate
 BEFORE TRUNCATE ON public.credit_transactions
-FOR EACH STATEMENT EXECUTE FUNCTION public._credit_transactions_append_only();
+FOR EACH STATEMENT EXECUTE FUNCTION billingdb._credit_transactions_append_only();
 
-ALTER TABLE public.credit_balances ENABLE ROW LEVEL SECURITY;
+-- Private: row level security with no policy (only the owner, through the
+-- entry points, reads or writes), and no privilege for any other role.
+ALTER TABLE billingdb.credit_balances ENABLE ROW LEVEL SECURITY;
+
+REVOKE ALL ON TABLE billingdb.credit_balances FROM public, anon, authenticated, service_role;
+
+-- The ledger is part of the interface: service_role reads it (the runbook's
+-- queries); only the entry points write it.
 ALTER TABLE public.credit_transactions ENABLE ROW LEVEL SECURITY;
 
-CREATE POLICY service_role_all ON public.credit_balances
-FOR ALL TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY service_role_read ON public.credit_transactions
+FOR SELECT TO service_role USING (true);
 
-CREATE POLICY service_role_all ON public.credit_transactions
-FOR ALL TO service_role USING (true) WITH CHECK (true);
-
-REVOKE ALL ON TABLE public.credit_balances, public.credit_transactions FROM public, anon, authenticated;
-
--- Read-only outside the functions, which hold the ledger's rules.
-GRANT SELECT ON TABLE public.credit_balances, public.credit_transactions TO service_role;
+REVOKE ALL ON TABLE public.credit_transactions FROM public, anon, authenticated, service_role;
+GRANT SELECT ON TABLE public.credit_transactions TO service_role;
 
 -- _lock_user: one SQL expression, inlined by the planner into its callers (a
 -- SECURITY DEFINER function or one with SET is never inlined). An advisory
 -- lock needs no privilege, so definer rights would give it nothing.
-CREATE OR REPLACE FUNCTION public._lock_user(user_id text)
+CREATE OR REPLACE FUNCTION billingdb._lock_user(user_id text)
 RETURNS void
 LANGUAGE sql
 VOLATILE
@@ -162,7 +169,7 @@ AS $function$
     SELECT pg_catalog.pg_advisory_xact_lock(1111769685, pg_catalog.hashtext(user_id))
 $function$;
 
-COMMENT ON FUNCTION public._lock_user(text) IS
+COMMENT ON FUNCTION billingdb._lock_user(text) IS
 'Internal, inlined into its callers (no table access, so neither SECURITY DEFINER nor SET search_path). Contract: '
 'takes the exclusive transaction-level advisory lock of user_id (class 1111769685, key '
 'hashtext(user_id)). Every function that writes a user''s billing state takes it first, before any row lock, and '
@@ -171,9 +178,9 @@ COMMENT ON FUNCTION public._lock_user(text) IS
 'committed data only. A transaction that writes several users locks them one at a time; callers that need several '
 'at once must lock them in sorted user_id order to avoid deadlocks.';
 
-REVOKE ALL ON FUNCTION public._lock_user(text) FROM public, anon, authenticated;
-GRANT EXECUTE ON FUNCTION public._lock_user(text) TO service_role;
-CREATE OR REPLACE FUNCTION public._try_lock_user(user_id text)
+REVOKE ALL ON FUNCTION billingdb._lock_user(text) FROM public, anon, authenticated;
+
+CREATE OR REPLACE FUNCTION billingdb._try_lock_user(user_id text)
 RETURNS boolean
 LANGUAGE plpgsql
 SECURITY INVOKER
@@ -188,22 +195,23 @@ BEGIN
 END
 $function$;
 
-COMMENT ON FUNCTION public._try_lock_user(text) IS
+COMMENT ON FUNCTION billingdb._try_lock_user(text) IS
 'Internal. Contract: tries, without waiting, to take user_id''s exclusive advisory lock (see _lock_user) until '
 'commit; true when taken (also when this transaction already holds it). A cache miss stores its row only when '
 'it holds this lock: no write of the user is then in flight, so the stored row cannot be older than the last '
 'committed change.';
 
-REVOKE ALL ON FUNCTION public._try_lock_user(text) FROM public, anon, authenticated;
-GRANT EXECUTE ON FUNCTION public._try_lock_user(text) TO service_role;
+REVOKE ALL ON FUNCTION billingdb._try_lock_user(text) FROM public, anon, authenticated;
+
 -- _append_credit_transaction: the one place that writes the ledger.
-CREATE OR REPLACE FUNCTION public._append_credit_transaction(
+CREATE OR REPLACE FUNCTION billingdb._append_credit_transaction(
     user_id text,
     amount integer,
     transaction_type text,
     description text,
     metadata jsonb,
     idempotency_key text,
+    reference text,
     refund_of bigint
 )
 RETURNS public.credit_transactions
@@ -217,21 +225,30 @@ DECLARE
     v_description constant text := _append_credit_transaction.description;
     v_metadata constant jsonb := coalesce(_append_credit_transaction.metadata, '{}'::jsonb);
     v_key constant text := _append_credit_transaction.idempotency_key;
+    v_reference constant text := _append_credit_transaction.reference;
     v_refund_of constant bigint := _append_credit_transaction.refund_of;
     v_balance integer;
     v_row public.credit_transactions;
 BEGIN
     IF v_amount > 0 THEN
-        -- A credit: create the balance row or add to it.
-        INSERT INTO public.credit_balances AS b (user_id, balance)
+        -- A credit: create the balance row or add to it, up to the largest
+        -- balance an integer holds (no bare "integer out of range" from here).
+        INSERT INTO billingdb.credit_balances AS b (user_id, balance)
         VALUES (v_user_id, v_amount)
         ON CONFLICT ON CONSTRAINT credit_balances_pkey DO UPDATE
         SET balance = b.balance + excluded.balance, updated_at = now()
+        WHERE b.balance <= 2147483647 - excluded.balance
         RETURNING b.balance INTO v_balance;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'the balance would exceed 2147483647 credits (user_id=%, amount=%, balance=%)',
+                v_user_id, v_amount,
+                (SELECT b.balance FROM billingdb.credit_balances AS b WHERE b.user_id = v_user_id)
+                USING ERRCODE = '22023', HINT = 'A balance is an integer; credit less.';
+        END IF;
     ELSE
         -- A debit: one conditional UPDATE, never read-then-write. No row means
         -- the balance is too low (or the user has none): report, change nothing.
-        UPDATE public.credit_balances AS b
+        UPDATE billingdb.credit_balances AS b
         SET balance = b.balance + v_amount, updated_at = now()
         WHERE b.user_id = v_user_id AND b.balance >= -v_amount
         RETURNING b.balance INTO v_balance;
@@ -240,37 +257,40 @@ BEGIN
         END IF;
     END IF;
 
-    -- The entry, with the balance after it. The key is unique: a clash (only
-    -- possible with another user's or another kind of call, since a user's
-    -- calls are serialised by _lock_user and check their key first) raises,
-    -- which also undoes the balance change above.
+    -- The entry, with the balance after it. The caller's key is unique per
+    -- user and billingdb's reference unique overall: a clash (only possible
+    -- with another kind of call, since a user's calls are serialised by
+    -- _lock_user and check their key first) raises, which also undoes the
+    -- balance change above.
     INSERT INTO public.credit_transactions AS t (
-        user_id, amount, transaction_type, description, metadata, idempotency_key, balance_after, refund_of
+        user_id, amount, transaction_type, description, metadata, idempotency_key, reference, balance_after,
+        refund_of
     )
-    VALUES (v_user_id, v_amount, v_type, v_description, v_metadata, v_key, v_balance, v_refund_of)
-    ON CONFLICT ON CONSTRAINT credit_transactions_idempotency_key_key DO NOTHING
+    VALUES (v_user_id, v_amount, v_type, v_description, v_metadata, v_key, v_reference, v_balance, v_refund_of)
+    ON CONFLICT DO NOTHING
     RETURNING t.* INTO v_row;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'idempotency key already used by another call (idempotency_key=%, user_id=%)',
-            quote_literal(v_key), v_user_id
+        RAISE EXCEPTION 'idempotency key already used by another call (idempotency_key=%, reference=%, user_id=%)',
+            quote_nullable(v_key), quote_nullable(v_reference), v_user_id
             USING ERRCODE = 'BD012', HINT = 'Use a new key for a different call.';
     END IF;
     RETURN v_row;
 END
 $function$;
 
-COMMENT ON FUNCTION public._append_credit_transaction(text, integer, text, text, jsonb, text, bigint) IS
+COMMENT ON FUNCTION billingdb._append_credit_transaction(text, integer, text, text, jsonb, text, text, bigint) IS
 'Internal. Contract: appends one ledger entry of user_id and moves the balance with it in the same transaction: '
 'amount > 0 upserts the balance row; amount < 0 is one conditional UPDATE ... WHERE balance >= -amount RETURNING, '
 'and returns null (nothing written) when the balance is too low or missing. Returns the new credit_transactions row '
-'(balance_after set). The caller holds _lock_user(user_id) and validated the arguments. Errors: BD012 when '
-'idempotency_key is already taken (the balance change is undone with it).';
+'(balance_after set). idempotency_key is a caller''s key (unique per user), reference billingdb''s own (unique). '
+'The caller holds _lock_user(user_id) and validated the arguments. Errors: BD012 when the key or the reference is '
+'already taken (the balance change is undone with it); 22023 when a credit would take the balance above '
+'2147483647.';
 
-REVOKE ALL ON FUNCTION public._append_credit_transaction(text, integer, text, text, jsonb, text, bigint)
+REVOKE ALL ON FUNCTION billingdb._append_credit_transaction(text, integer, text, text, jsonb, text, text, bigint)
 FROM public, anon, authenticated;
-GRANT EXECUTE ON FUNCTION public._append_credit_transaction(text, integer, text, text, jsonb, text, bigint)
-TO service_role;
-CREATE OR REPLACE FUNCTION public._store_cached_balance(user_id text, balance integer)
+
+CREATE OR REPLACE FUNCTION billingdb._store_cached_balance(user_id text, balance integer)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY INVOKER
@@ -289,15 +309,15 @@ BEGIN
 END
 $function$;
 
-COMMENT ON FUNCTION public._store_cached_balance(text, integer) IS
+COMMENT ON FUNCTION billingdb._store_cached_balance(text, integer) IS
 'Internal. Contract: after a ledger write that changed only user_id''s balance (not a subscription), sets '
 'credits_balance to balance in the user''s subscription_cache row, in the column and in state, when such a row '
 'exists; cached_at, expires_at and the subscription part stay as they are (the balance is the only part of the '
 'state that depends on the ledger). No row: nothing to do (the next read computes the state). The caller holds '
 '_lock_user(user_id).';
 
-REVOKE ALL ON FUNCTION public._store_cached_balance(text, integer) FROM public, anon, authenticated;
-GRANT EXECUTE ON FUNCTION public._store_cached_balance(text, integer) TO service_role;
+REVOKE ALL ON FUNCTION billingdb._store_cached_balance(text, integer) FROM public, anon, authenticated;
+
 -- use_credits_validated: spend credits, checked and race-free.
 CREATE OR REPLACE FUNCTION public.use_credits_validated(
     user_id text,
@@ -309,7 +329,7 @@ CREATE OR REPLACE FUNCTION public.use_credits_validated(
 RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $function$
 DECLARE
     v_user_id constant text := use_credits_validated.user_id;
@@ -322,6 +342,17 @@ DECLARE
     v_code text;
     v_tx public.credit_transactions;
 BEGIN
+    -- Limits first (see 05_input.sql): an over-long value is a 22023 naming it.
+    IF
+        length(v_user_id) > 255 OR length(v_key) > 255 OR length(v_description) > 1000
+        OR (v_metadata <> '{}'::jsonb AND jsonb_typeof(v_metadata) = 'object')
+    THEN
+        PERFORM billingdb._check_text('use_credits_validated', 'user_id', v_user_id, 255);
+        PERFORM billingdb._check_text('use_credits_validated', 'idempotency_key', v_key, 255);
+        PERFORM billingdb._check_text('use_credits_validated', 'description', v_description, 1000);
+        PERFORM billingdb._check_metadata('use_credits_validated', 'metadata', v_metadata);
+    END IF;
+
     -- Arguments: a user, a positive amount, an object as metadata, a non-blank key.
     IF v_user_id IS NULL OR btrim(v_user_id) = '' THEN
         RAISE EXCEPTION 'use_credits_validated: user_id is required (user_id=%)',
@@ -347,11 +378,12 @@ BEGIN
     -- lock: a concurrent call with the same key waits here until the first one
     -- commits and then finds its entry below; the unique index on
     -- idempotency_key is the backstop (BD012 from _append_credit_transaction).
-    PERFORM public._lock_user(v_user_id);
+    PERFORM billingdb._lock_user(v_user_id);
 
     -- A key seen before: return the first result, deduct nothing.
     IF v_key IS NOT NULL THEN
-        SELECT t.* INTO v_prior FROM public.credit_transactions AS t WHERE t.idempotency_key = v_key;
+        SELECT t.* INTO v_prior FROM public.credit_transactions AS t
+        WHERE t.user_id = v_user_id AND t.idempotency_key = v_key;
         IF FOUND THEN
             IF v_prior.user_id <> v_user_id OR v_prior.transaction_type <> 'usage' OR v_prior.amount <> -v_amount THEN
                 RAISE EXCEPTION 'use_credits_validated: idempotency key already used for another call '
@@ -369,7 +401,7 @@ BEGIN
     END IF;
 
     -- The spending rule, on the live state (no write of this user in flight).
-    v_state := public._compute_subscription_state(v_user_id);
+    v_state := billingdb._compute_subscription_state(v_user_id);
     v_code := v_state ->> 'reason';
     IF v_code IS NOT NULL THEN
         RETURN jsonb_build_object(
@@ -387,8 +419,8 @@ BEGIN
     END IF;
 
     -- Deduct and record: one conditional UPDATE and the usage entry.
-    v_tx := public._append_credit_transaction(
-        v_user_id, -v_amount, 'usage', v_description, v_metadata, v_key, NULL
+    v_tx := billingdb._append_credit_transaction(
+        v_user_id, -v_amount, 'usage', v_description, v_metadata, v_key, NULL, NULL
     );
     IF v_tx.id IS NULL THEN
         RETURN jsonb_build_object(
@@ -403,7 +435,7 @@ BEGIN
 
     -- Refresh the cache: the state above with the new balance (we hold the
     -- user's lock, so nothing else of this user changed in between).
-    PERFORM public._store_subscription_cache(
+    PERFORM billingdb._store_subscription_cache(
         v_user_id, v_state || jsonb_build_object('credits_balance', v_tx.balance_after)
     );
 
@@ -424,7 +456,8 @@ COMMENT ON FUNCTION public.use_credits_validated(text, integer, text, jsonb, tex
 'insufficient_credits; a refusal changes nothing and balance is the current balance. On success one usage entry '
 '(amount -amount, metadata, description) is appended, balance is the balance after it, and the user''s cache row is '
 'refreshed. The deduction is one conditional UPDATE (balance >= amount), so concurrent callers never overdraw. '
-'idempotency_key (optional): a key already used by a successful usage of the same user and amount returns that '
+'idempotency_key (optional, unique per user): a key already used by a successful usage of the same user and amount '
+'returns that '
 'first result (its transaction_id and balance after) with replayed true and deducts nothing; a refused call leaves '
 'no trace, so a retry is evaluated anew. Concurrent calls with one key are serialised by the user''s advisory lock '
 '(_lock_user): exactly one deducts. Errors: 22023 when user_id is null or blank, amount is null or <= 0, metadata '
@@ -433,6 +466,7 @@ COMMENT ON FUNCTION public.use_credits_validated(text, integer, text, jsonb, tex
 
 REVOKE ALL ON FUNCTION public.use_credits_validated(text, integer, text, jsonb, text) FROM public, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.use_credits_validated(text, integer, text, jsonb, text) TO service_role;
+
 -- grant_credits: a manual adjustment by an operator.
 CREATE OR REPLACE FUNCTION public.grant_credits(
     user_id text,
@@ -443,7 +477,7 @@ CREATE OR REPLACE FUNCTION public.grant_credits(
 RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $function$
 DECLARE
     v_user_id constant text := grant_credits.user_id;
@@ -454,6 +488,11 @@ DECLARE
     v_balance integer;
     v_tx public.credit_transactions;
 BEGIN
+    -- Limits first (see 05_input.sql): an over-long value is a 22023 naming it.
+    PERFORM billingdb._check_text('grant_credits', 'user_id', v_user_id, 255);
+    PERFORM billingdb._check_text('grant_credits', 'reason', v_reason, 1000);
+    PERFORM billingdb._check_text('grant_credits', 'idempotency_key', v_key, 255);
+
     -- Arguments: a user, a non-zero amount, a non-blank key.
     IF v_user_id IS NULL OR btrim(v_user_id) = '' THEN
         RAISE EXCEPTION 'grant_credits: user_id is required (user_id=%)', coalesce(quote_literal(v_user_id), 'NULL')
@@ -470,11 +509,12 @@ BEGIN
     END IF;
 
     -- Serialise with every other write of this user (see use_credits_validated).
-    PERFORM public._lock_user(v_user_id);
+    PERFORM billingdb._lock_user(v_user_id);
 
     -- A key seen before: return the first result, change nothing.
     IF v_key IS NOT NULL THEN
-        SELECT t.* INTO v_prior FROM public.credit_transactions AS t WHERE t.idempotency_key = v_key;
+        SELECT t.* INTO v_prior FROM public.credit_transactions AS t
+        WHERE t.user_id = v_user_id AND t.idempotency_key = v_key;
         IF FOUND THEN
             IF v_prior.user_id <> v_user_id OR v_prior.transaction_type <> 'adjustment'
                 OR v_prior.amount <> v_amount THEN
@@ -492,12 +532,12 @@ BEGIN
     END IF;
 
     -- The adjustment; a negative one never takes the balance below zero.
-    v_tx := public._append_credit_transaction(
+    v_tx := billingdb._append_credit_transaction(
         v_user_id, v_amount, 'adjustment', coalesce(v_reason, 'Manual adjustment'),
-        jsonb_build_object('reason', v_reason), v_key, NULL
+        jsonb_build_object('reason', v_reason), v_key, NULL, NULL
     );
     IF v_tx.id IS NULL THEN
-        SELECT b.balance INTO v_balance FROM public.credit_balances AS b WHERE b.user_id = v_user_id;
+        SELECT b.balance INTO v_balance FROM billingdb.credit_balances AS b WHERE b.user_id = v_user_id;
         RETURN jsonb_build_object(
             'success', false, 'code', 'insufficient_credits',
             'message', format('Insufficient credits: balance %s, adjustment %s', coalesce(v_balance, 0), v_amount),
@@ -507,14 +547,14 @@ BEGIN
     END IF;
 
     -- The activity log and the cache.
-    INSERT INTO public.activity_log (user_id, activity_type, details)
+    INSERT INTO billingdb.activity_log (user_id, activity_type, details)
     VALUES (
         v_user_id, 'credits_granted',
         jsonb_build_object(
             'amount', v_amount, 'reason', v_reason, 'transaction_id', v_tx.id, 'balance', v_tx.balance_after
         )
     );
-    PERFORM public._store_subscription_cache(v_user_id, public._compute_subscription_state(v_user_id));
+    PERFORM billingdb._store_subscription_cache(v_user_id, billingdb._compute_subscription_state(v_user_id));
 
     RETURN jsonb_build_object(
         'success', true, 'code', NULL, 'message', format('Adjusted by %s credits', v_amount),
@@ -529,19 +569,21 @@ COMMENT ON FUNCTION public.grant_credits(text, integer, text, text) IS
 'negative removes), in any subscription state; appends an adjustment entry (description = reason, metadata '
 '{reason}), logs credits_granted and refreshes the user''s cache row. Returns jsonb {success, code, message, user_id, '
 'transaction_id, amount, balance, replayed}. A negative amount beyond the balance is refused: success false, code '
-'insufficient_credits, nothing changed, balance = the current balance. idempotency_key (optional): a key already '
+'insufficient_credits, nothing changed, balance = the current balance. idempotency_key (optional, unique per user): '
+'a key already '
 'used by an adjustment of the same user and amount returns that first result (balance after it) with replayed true. '
 'Errors: 22023 when user_id is null or blank, amount is null or 0, or the key is blank; BD012 when the key was used '
 'for a different call.';
 
 REVOKE ALL ON FUNCTION public.grant_credits(text, integer, text, text) FROM public, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.grant_credits(text, integer, text, text) TO service_role;
+
 -- refund_credits: give back a usage, once.
 CREATE OR REPLACE FUNCTION public.refund_credits(transaction_id bigint, reason text)
 RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $function$
 DECLARE
     v_transaction_id constant bigint := refund_credits.transaction_id;
@@ -551,6 +593,9 @@ DECLARE
     v_balance integer;
     v_tx public.credit_transactions;
 BEGIN
+    -- Limits first (see 05_input.sql): an over-long value is a 22023 naming it.
+    PERFORM billingdb._check_text('refund_credits', 'reason', v_reason, 1000);
+
     -- A transaction id is required.
     IF v_transaction_id IS NULL THEN
         RAISE EXCEPTION 'refund_credits: transaction_id is required (transaction_id=NULL)'
@@ -571,12 +616,12 @@ BEGIN
 
     -- Serialise with every other write of this user (a concurrent second
     -- refund of this usage waits here, then finds the first).
-    PERFORM public._lock_user(v_usage.user_id);
+    PERFORM billingdb._lock_user(v_usage.user_id);
 
     -- Refunded already: return the first refund, change nothing.
     SELECT t.* INTO v_prior FROM public.credit_transactions AS t WHERE t.refund_of = v_transaction_id;
     IF FOUND THEN
-        SELECT b.balance INTO v_balance FROM public.credit_balances AS b WHERE b.user_id = v_usage.user_id;
+        SELECT b.balance INTO v_balance FROM billingdb.credit_balances AS b WHERE b.user_id = v_usage.user_id;
         RETURN jsonb_build_object(
             'success', true, 'duplicate', true, 'refund_transaction_id', v_prior.id,
             'transaction_id', v_transaction_id, 'user_id', v_usage.user_id,
@@ -585,15 +630,15 @@ BEGIN
     END IF;
 
     -- The refund entry: the usage's amount back, pointing at it.
-    v_tx := public._append_credit_transaction(
+    v_tx := billingdb._append_credit_transaction(
         v_usage.user_id, -v_usage.amount, 'refund',
         coalesce(v_reason, format('Refund of transaction %s', v_transaction_id)),
         jsonb_build_object('refund_of', v_transaction_id, 'reason', v_reason),
-        'refund:' || v_transaction_id, v_transaction_id
+        NULL, 'refund:' || v_transaction_id, v_transaction_id
     );
 
     -- The activity log and the cache.
-    INSERT INTO public.activity_log (user_id, activity_type, details)
+    INSERT INTO billingdb.activity_log (user_id, activity_type, details)
     VALUES (
         v_usage.user_id, 'credits_refunded',
         jsonb_build_object(
@@ -601,7 +646,7 @@ BEGIN
             'amount', v_tx.amount, 'reason', v_reason, 'balance', v_tx.balance_after
         )
     );
-    PERFORM public._store_subscription_cache(v_usage.user_id, public._compute_subscription_state(v_usage.user_id));
+    PERFORM billingdb._store_subscription_cache(v_usage.user_id, billingdb._compute_subscription_state(v_usage.user_id));
 
     RETURN jsonb_build_object(
         'success', true, 'duplicate', false, 'refund_transaction_id', v_tx.id,
@@ -613,7 +658,7 @@ $function$;
 
 COMMENT ON FUNCTION public.refund_credits(bigint, text) IS
 'Contract: refunds a usage entry at most once: appends a refund entry (amount = the credits used, refund_of = '
-'transaction_id, idempotency_key refund:<id>, description = reason), logs credits_refunded and refreshes the '
+'transaction_id, reference refund:<id>, description = reason), logs credits_refunded and refreshes the '
 'user''s cache row; allowed in any subscription state. Returns jsonb {success, duplicate, refund_transaction_id, '
 'transaction_id, user_id, amount, balance}. A second refund of the same usage changes nothing and returns the first '
 'refund with duplicate true and the current balance. Errors: 22023 when transaction_id is null; BD010 when no such '
@@ -621,6 +666,7 @@ COMMENT ON FUNCTION public.refund_credits(bigint, text) IS
 
 REVOKE ALL ON FUNCTION public.refund_credits(bigint, text) FROM public, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.refund_credits(bigint, text) TO service_role;
+
 -- add_subscription_credits: a paid invoice allocates credits, once. The webhook records
 -- billing_reason, price and event with the entry; the new balance is set in the user's cache row
 -- (_store_cached_balance) instead of recomputing the whole state.
@@ -635,7 +681,7 @@ CREATE OR REPLACE FUNCTION public.add_subscription_credits(
 RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $function$
 DECLARE
     v_customer_id constant text := add_subscription_credits.customer_id;
@@ -646,7 +692,7 @@ DECLARE
         nullif(btrim(add_subscription_credits.description), ''),
         format('Subscription credits for invoice %s', add_subscription_credits.invoice_id)
     );
-    v_key constant text := 'invoice:' || add_subscription_credits.invoice_id;
+    v_reference constant text := 'invoice:' || add_subscription_credits.invoice_id;
     v_extra constant jsonb := add_subscription_credits.metadata;
     v_user_id text;
     v_prior public.credit_transactions;
@@ -659,6 +705,13 @@ DECLARE
     v_expiration public.credit_transactions;
     v_tx public.credit_transactions;
 BEGIN
+    -- Limits first (see 05_input.sql): an over-long value is a 22023 naming it.
+    PERFORM billingdb._check_stripe_id('add_subscription_credits', 'customer_id', v_customer_id, 'cus_');
+    PERFORM billingdb._check_stripe_id('add_subscription_credits', 'invoice_id', v_invoice_id, 'in_');
+    PERFORM billingdb._check_stripe_id('add_subscription_credits', 'subscription_id', v_subscription_id, 'sub_');
+    PERFORM billingdb._check_text('add_subscription_credits', 'description', v_description, 1000);
+    PERFORM billingdb._check_metadata('add_subscription_credits', 'metadata', v_extra);
+
     -- Arguments: Stripe ids of the customer, invoice and subscription; credits > 0.
     IF v_customer_id IS NULL OR v_customer_id !~ '^cus_' THEN
         RAISE EXCEPTION 'add_subscription_credits: malformed customer id (customer_id=%, invoice_id=%)',
@@ -687,7 +740,7 @@ BEGIN
     END IF;
 
     -- The user behind the customer.
-    SELECT c.user_id INTO v_user_id FROM public.stripe_customers AS c WHERE c.stripe_customer_id = v_customer_id;
+    SELECT c.user_id INTO v_user_id FROM billingdb.stripe_customers AS c WHERE c.stripe_customer_id = v_customer_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'add_subscription_credits: unknown customer (customer_id=%, invoice_id=%)',
             v_customer_id, v_invoice_id
@@ -697,17 +750,17 @@ BEGIN
 
     -- Serialise with every other write of this user (a concurrent duplicate
     -- of this invoice waits here, then finds the first allocation).
-    PERFORM public._lock_user(v_user_id);
+    PERFORM billingdb._lock_user(v_user_id);
 
     -- Allocated already: return the first allocation, change nothing.
-    SELECT t.* INTO v_prior FROM public.credit_transactions AS t WHERE t.idempotency_key = v_key;
+    SELECT t.* INTO v_prior FROM public.credit_transactions AS t WHERE t.reference = v_reference;
     IF FOUND THEN
         IF v_prior.user_id <> v_user_id OR v_prior.transaction_type <> 'allocation' THEN
             RAISE EXCEPTION 'add_subscription_credits: invoice already used by another user or call '
                 '(invoice_id=%, user_id=%, first_transaction_id=%)', v_invoice_id, v_user_id, v_prior.id
                 USING ERRCODE = 'BD012';
         END IF;
-        SELECT b.balance INTO v_balance FROM public.credit_balances AS b WHERE b.user_id = v_user_id;
+        SELECT b.balance INTO v_balance FROM billingdb.credit_balances AS b WHERE b.user_id = v_user_id;
         RETURN jsonb_build_object(
             'success', true, 'duplicate', true, 'transaction_id', v_prior.id, 'user_id', v_user_id,
             'credits', v_prior.amount, 'expired', coalesce((v_prior.metadata ->> 'expired')::integer, 0),
@@ -720,7 +773,7 @@ BEGIN
     -- credits reset each period. An unknown subscription (its event not yet
     -- applied) allocates without a reset.
     SELECT s.user_id, s.price_id INTO v_sub
-    FROM public.subscriptions AS s
+    FROM billingdb.subscriptions AS s
     WHERE s.subscription_id = v_subscription_id;
     IF FOUND THEN
         IF v_sub.user_id <> v_user_id THEN
@@ -728,7 +781,7 @@ BEGIN
                 '(subscription_id=%, user_id=%, customer_id=%)', v_subscription_id, v_sub.user_id, v_customer_id
                 USING ERRCODE = 'BD013';
         END IF;
-        SELECT p.reset_each_period INTO v_reset FROM public.plans AS p WHERE p.price_id = v_sub.price_id;
+        SELECT p.reset_each_period INTO v_reset FROM billingdb.plans AS p WHERE p.price_id = v_sub.price_id;
         v_reset := coalesce(v_reset, false);
     END IF;
 
@@ -753,34 +806,34 @@ BEGIN
                 t.user_id = v_user_id
                 AND t.id > v_previous.id
                 AND (t.transaction_type = 'usage' OR (t.transaction_type = 'refund' AND t.refund_of > v_previous.id));
-            SELECT b.balance INTO v_balance FROM public.credit_balances AS b WHERE b.user_id = v_user_id;
+            SELECT b.balance INTO v_balance FROM billingdb.credit_balances AS b WHERE b.user_id = v_user_id;
             v_expired := least(coalesce(v_balance, 0), greatest(0, v_previous.amount - v_used));
             IF v_expired > 0 THEN
-                v_expiration := public._append_credit_transaction(
+                v_expiration := billingdb._append_credit_transaction(
                     v_user_id, -v_expired, 'expiration',
                     format('Unused credits of the ended period expire (invoice %s)', v_invoice_id),
                     jsonb_build_object(
                         'invoice_id', v_invoice_id, 'subscription_id', v_subscription_id,
                         'customer_id', v_customer_id, 'expired_allocation_id', v_previous.id
                     ),
-                    'expiration:' || v_invoice_id, NULL
+                    NULL, 'expiration:' || v_invoice_id, NULL
                 );
             END IF;
         END IF;
     END IF;
 
     -- The allocation; the caller's metadata cannot override billingdb's own keys.
-    v_tx := public._append_credit_transaction(
+    v_tx := billingdb._append_credit_transaction(
         v_user_id, v_credits, 'allocation', v_description,
         coalesce(v_extra, '{}'::jsonb) || jsonb_build_object(
             'invoice_id', v_invoice_id, 'subscription_id', v_subscription_id, 'customer_id', v_customer_id,
             'expired', v_expired, 'expiration_transaction_id', v_expiration.id
         ),
-        v_key, NULL
+        NULL, v_reference, NULL
     );
 
     -- The activity log, and the new balance in the cache row (an allocation changes no subscription).
-    INSERT INTO public.activity_log (user_id, activity_type, details)
+    INSERT INTO billingdb.activity_log (user_id, activity_type, details)
     VALUES (
         v_user_id, 'credits_allocated',
         jsonb_build_object(
@@ -789,7 +842,7 @@ BEGIN
             'expiration_transaction_id', v_expiration.id, 'balance', v_tx.balance_after
         )
     );
-    PERFORM public._store_cached_balance(v_user_id, v_tx.balance_after);
+    PERFORM billingdb._store_cached_balance(v_user_id, v_tx.balance_after);
 
     RETURN jsonb_build_object(
         'success', true, 'duplicate', false, 'transaction_id', v_tx.id, 'user_id', v_user_id,
@@ -801,16 +854,16 @@ $function$;
 
 COMMENT ON FUNCTION public.add_subscription_credits(text, text, text, integer, text, jsonb) IS
 'Contract: allocates credits for a paid invoice to the user linked to customer_id, at most once per invoice '
-'(idempotency_key invoice:<invoice_id>; metadata: the caller''s metadata object (v2: e.g. billing_reason, '
+'(reference invoice:<invoice_id>; metadata: the caller''s metadata object (e.g. billing_reason, '
 'price_id) overlaid with {invoice_id, subscription_id, customer_id, expired, expiration_transaction_id}); creates '
 'the balance row if missing, logs credits_allocated in activity_log and '
-'sets the new balance in the user''s cache row when there is one (v3; an allocation changes no subscription, so '
+'sets the new balance in the user''s cache row when there is one (an allocation changes no subscription, so '
 'the rest of the cached state stands). Returns jsonb {success, duplicate, transaction_id, user_id, credits, expired, '
 'expiration_transaction_id, balance, invoice_id, subscription_id}. A second call for the same invoice changes nothing '
 'and returns the first allocation (its transaction_id, credits, expired) with duplicate true and the current '
 'balance. Reset: when the subscription is known and its plan (subscriptions.price_id -> plans) has '
 'reset_each_period, the unused credits of the ended period first expire as an expiration entry (negative amount, '
-'key expiration:<invoice_id>, never a delete): unused = least(balance, greatest(0, A - U)) where A is the amount of '
+'reference expiration:<invoice_id>, never a delete): unused = least(balance, greatest(0, A - U)) where A is the amount of '
 'this subscription''s previous allocation and U the user''s usages after that allocation less the refunds of those '
 'usages (credits are spent from the period''s allocation first; granted credits do not expire); the first '
 'allocation of a subscription expires nothing. An unknown subscription allocates without a reset. Errors: 22023 for a '

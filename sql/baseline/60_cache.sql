@@ -34,16 +34,16 @@ COMMENT ON TABLE public.subscription_cache IS
 -- cache hit into a transaction that waits for a WAL flush at commit; the price
 -- is that the counters restart after a crash. (sqlfluff cannot parse UNLOGGED
 -- SEQUENCE yet, hence the noqa.)
-CREATE UNLOGGED SEQUENCE public.subscription_cache_hits AS bigint MINVALUE 0 START WITH 1 CACHE 1; -- noqa: PRS
-CREATE UNLOGGED SEQUENCE public.subscription_cache_misses AS bigint MINVALUE 0 START WITH 1 CACHE 1; -- noqa: PRS
+CREATE UNLOGGED SEQUENCE billingdb.subscription_cache_hits AS bigint MINVALUE 0 START WITH 1 CACHE 1; -- noqa: PRS
+CREATE UNLOGGED SEQUENCE billingdb.subscription_cache_misses AS bigint MINVALUE 0 START WITH 1 CACHE 1; -- noqa: PRS
 
-COMMENT ON SEQUENCE public.subscription_cache_hits IS
+COMMENT ON SEQUENCE billingdb.subscription_cache_hits IS
 'Counts get_user_subscription_state() cache hits since cache_stats_reset_at.';
-COMMENT ON SEQUENCE public.subscription_cache_misses IS
+COMMENT ON SEQUENCE billingdb.subscription_cache_misses IS
 'Counts get_user_subscription_state() cache misses since cache_stats_reset_at.';
 
 -- One row per run of clear_expired_subscription_cache(): when, how many, how long.
-CREATE TABLE public.cache_cleanup_runs (
+CREATE TABLE billingdb.cache_cleanup_runs (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     started_at timestamptz NOT NULL DEFAULT now(),
     rows_deleted integer NOT NULL CHECK (rows_deleted >= 0),
@@ -51,31 +51,32 @@ CREATE TABLE public.cache_cleanup_runs (
 );
 
 CREATE INDEX idx_cache_cleanup_runs_started_at
-ON public.cache_cleanup_runs (started_at);
+ON billingdb.cache_cleanup_runs (started_at);
 
-COMMENT ON TABLE public.cache_cleanup_runs IS
+COMMENT ON TABLE billingdb.cache_cleanup_runs IS
 'One row per clear_expired_subscription_cache() run (started_at, rows_deleted, duration_ms); rows older than '
 '7 days are deleted by the cleanup itself. Read with get_cache_cleanup_history(n).';
 
+-- Private: row level security with no policy (only the owner, through the
+-- entry points, reads or writes), and no privilege for any other role.
+ALTER TABLE billingdb.cache_cleanup_runs ENABLE ROW LEVEL SECURITY;
+
+REVOKE ALL ON TABLE billingdb.cache_cleanup_runs FROM public, anon, authenticated, service_role;
+REVOKE ALL ON SEQUENCE billingdb.subscription_cache_hits, billingdb.subscription_cache_misses
+FROM public, anon, authenticated, service_role;
+
+-- The cache is part of the interface: service_role reads it (the runbook's
+-- queries); only the entry points write it (a row written directly would
+-- make the state API report whatever it says).
 ALTER TABLE public.subscription_cache ENABLE ROW LEVEL SECURITY;
-ALTER TABLE public.cache_cleanup_runs ENABLE ROW LEVEL SECURITY;
 
-CREATE POLICY service_role_all ON public.subscription_cache
-FOR ALL TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY service_role_read ON public.subscription_cache
+FOR SELECT TO service_role USING (true);
 
-CREATE POLICY service_role_all ON public.cache_cleanup_runs
-FOR ALL TO service_role USING (true) WITH CHECK (true);
+REVOKE ALL ON TABLE public.subscription_cache FROM public, anon, authenticated, service_role;
+GRANT SELECT ON TABLE public.subscription_cache TO service_role;
 
-REVOKE ALL ON TABLE public.subscription_cache, public.cache_cleanup_runs FROM public, anon, authenticated;
-REVOKE ALL ON SEQUENCE public.subscription_cache_hits, public.subscription_cache_misses
-FROM public, anon, authenticated;
-
-GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE public.subscription_cache TO service_role;
--- Written only by the cleanup function; service_role reads it.
-GRANT SELECT ON TABLE public.cache_cleanup_runs TO service_role;
-GRANT SELECT, USAGE ON SEQUENCE public.subscription_cache_hits, public.subscription_cache_misses TO service_role;
-
-CREATE OR REPLACE FUNCTION public._compute_subscription_state(user_id text)
+CREATE OR REPLACE FUNCTION billingdb._compute_subscription_state(user_id text)
 RETURNS jsonb
 LANGUAGE plpgsql
 STABLE
@@ -99,10 +100,10 @@ BEGIN
         p.name AS plan_name,
         r.refusal
     INTO v_sub
-    FROM public.subscriptions AS s
-    LEFT JOIN public.plans AS p ON p.price_id = s.price_id
+    FROM billingdb.subscriptions AS s
+    LEFT JOIN billingdb.plans AS p ON p.price_id = s.price_id
     CROSS JOIN LATERAL (
-        SELECT public._spending_refusal(s.status, s.cancel_at_period_end, s.current_period_end) AS refusal
+        SELECT billingdb._spending_refusal(s.status, s.cancel_at_period_end, s.current_period_end) AS refusal
     ) AS r
     WHERE s.user_id = v_user_id
     ORDER BY
@@ -114,13 +115,13 @@ BEGIN
     LIMIT 1;
 
     -- The balance (0 without a balance row).
-    SELECT b.balance INTO v_balance FROM public.credit_balances AS b WHERE b.user_id = v_user_id;
+    SELECT b.balance INTO v_balance FROM billingdb.credit_balances AS b WHERE b.user_id = v_user_id;
 
     -- The Stripe customer: the subscription's, else the user's mapping.
     v_customer_id := v_sub.stripe_customer_id;
     IF v_customer_id IS NULL THEN
         SELECT c.stripe_customer_id INTO v_customer_id
-        FROM public.stripe_customers AS c
+        FROM billingdb.stripe_customers AS c
         WHERE c.user_id = v_user_id;
     END IF;
 
@@ -140,7 +141,7 @@ BEGIN
 END
 $function$;
 
-COMMENT ON FUNCTION public._compute_subscription_state(text) IS
+COMMENT ON FUNCTION billingdb._compute_subscription_state(text) IS
 'Internal. Contract: the live subscription state of user_id as jsonb {user_id, subscription_id, stripe_customer_id, '
 'status, plan, price_id, credits_balance, current_period_end, cancel_at_period_end, can_use_credits, reason}, '
 'without the cache keys. The current subscription is the best of the user''s: one that may spend now '
@@ -148,9 +149,9 @@ COMMENT ON FUNCTION public._compute_subscription_state(text) IS
 'latest updated_at, the smallest subscription_id. No subscription: status, plan, price_id null, can_use_credits '
 'false, reason no_subscription; credits_balance is 0 without a balance row.';
 
-REVOKE ALL ON FUNCTION public._compute_subscription_state(text) FROM public, anon, authenticated;
-GRANT EXECUTE ON FUNCTION public._compute_subscription_state(text) TO service_role;
-CREATE OR REPLACE FUNCTION public._store_subscription_cache(user_id text, state jsonb)
+REVOKE ALL ON FUNCTION billingdb._compute_subscription_state(text) FROM public, anon, authenticated;
+
+CREATE OR REPLACE FUNCTION billingdb._store_subscription_cache(user_id text, state jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY INVOKER
@@ -158,7 +159,7 @@ AS $function$
 DECLARE
     v_user_id constant text := _store_subscription_cache.user_id;
     v_state constant jsonb := _store_subscription_cache.state;
-    v_ttl constant integer := coalesce(public._billing_setting('cache_ttl_seconds'), '300')::integer;
+    v_ttl constant integer := coalesce(billingdb._billing_setting('cache_ttl_seconds'), '300')::integer;
     v_period_end constant timestamptz := (v_state ->> 'current_period_end')::timestamptz;
     v_expires_at timestamptz := now() + make_interval(secs => v_ttl);
 BEGIN
@@ -211,26 +212,31 @@ BEGIN
 END
 $function$;
 
-COMMENT ON FUNCTION public._store_subscription_cache(text, jsonb) IS
+COMMENT ON FUNCTION billingdb._store_subscription_cache(text, jsonb) IS
 'Internal. Contract: upserts user_id''s subscription_cache row from a state computed by _compute_subscription_state '
 '(cached_at = now(), expires_at = now() + cache_ttl_seconds, but not after current_period_end when the state may '
 'spend only until then) and returns the state with cached false, cached_at and expires_at. The caller holds the '
 'user''s lock (_lock_user, or _try_lock_user on a cache miss) and computed the state after taking it.';
 
-REVOKE ALL ON FUNCTION public._store_subscription_cache(text, jsonb) FROM public, anon, authenticated;
-GRANT EXECUTE ON FUNCTION public._store_subscription_cache(text, jsonb) TO service_role;
+REVOKE ALL ON FUNCTION billingdb._store_subscription_cache(text, jsonb) FROM public, anon, authenticated;
+
 -- get_user_subscription_state: the cached read path.
 CREATE OR REPLACE FUNCTION public.get_user_subscription_state(user_id text)
 RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $function$
 DECLARE
     v_user_id constant text := get_user_subscription_state.user_id;
     v_hit record;
     v_state jsonb;
 BEGIN
+    -- Limits first (see 05_input.sql): an over-long value is a 22023 naming it.
+    IF length(get_user_subscription_state.user_id) > 255 THEN
+        PERFORM billingdb._check_text('get_user_subscription_state', 'user_id', get_user_subscription_state.user_id, 255);
+    END IF;
+
     -- A user id is required.
     IF v_user_id IS NULL OR btrim(v_user_id) = '' THEN
         RAISE EXCEPTION 'get_user_subscription_state: user_id is required (user_id=%)',
@@ -243,7 +249,7 @@ BEGIN
     FROM public.subscription_cache AS c
     WHERE c.user_id = v_user_id AND c.expires_at > now();
     IF FOUND THEN
-        PERFORM nextval('public.subscription_cache_hits'::regclass);
+        PERFORM nextval('billingdb.subscription_cache_hits'::regclass);
         RETURN v_hit.state || jsonb_build_object(
             'cached', true, 'cached_at', v_hit.cached_at, 'expires_at', v_hit.expires_at
         );
@@ -254,11 +260,11 @@ BEGIN
     -- computing; a shared lock would deadlock a read-then-spend transaction
     -- against its concurrent twin); otherwise that write refreshes the row
     -- itself and we return the computed state unstored.
-    PERFORM nextval('public.subscription_cache_misses'::regclass);
-    IF public._try_lock_user(v_user_id) THEN
-        RETURN public._store_subscription_cache(v_user_id, public._compute_subscription_state(v_user_id));
+    PERFORM nextval('billingdb.subscription_cache_misses'::regclass);
+    IF billingdb._try_lock_user(v_user_id) THEN
+        RETURN billingdb._store_subscription_cache(v_user_id, billingdb._compute_subscription_state(v_user_id));
     END IF;
-    v_state := public._compute_subscription_state(v_user_id);
+    v_state := billingdb._compute_subscription_state(v_user_id);
     RETURN v_state || jsonb_build_object('cached', false, 'cached_at', NULL, 'expires_at', NULL);
 END
 $function$;
@@ -280,15 +286,19 @@ COMMENT ON FUNCTION public.get_user_subscription_state(text) IS
 
 REVOKE ALL ON FUNCTION public.get_user_subscription_state(text) FROM public, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.get_user_subscription_state(text) TO service_role;
+
 CREATE OR REPLACE FUNCTION public.update_subscription_cache(user_id text)
 RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $function$
 DECLARE
     v_user_id constant text := update_subscription_cache.user_id;
 BEGIN
+    -- Limits first (see 05_input.sql): an over-long value is a 22023 naming it.
+    PERFORM billingdb._check_text('update_subscription_cache', 'user_id', update_subscription_cache.user_id, 255);
+
     -- A user id is required.
     IF v_user_id IS NULL OR btrim(v_user_id) = '' THEN
         RAISE EXCEPTION 'update_subscription_cache: user_id is required (user_id=%)',
@@ -297,8 +307,8 @@ BEGIN
     END IF;
 
     -- Wait for any write of this user to commit, then compute and store.
-    PERFORM public._lock_user(v_user_id);
-    RETURN public._store_subscription_cache(v_user_id, public._compute_subscription_state(v_user_id));
+    PERFORM billingdb._lock_user(v_user_id);
+    RETURN billingdb._store_subscription_cache(v_user_id, billingdb._compute_subscription_state(v_user_id));
 END
 $function$;
 
@@ -311,12 +321,13 @@ COMMENT ON FUNCTION public.update_subscription_cache(text) IS
 
 REVOKE ALL ON FUNCTION public.update_subscription_cache(text) FROM public, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.update_subscription_cache(text) TO service_role;
+
 -- clear_expired_subscription_cache: deletes expired rows and records each run.
 CREATE OR REPLACE FUNCTION public.clear_expired_subscription_cache()
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $function$
 DECLARE
     v_started constant timestamptz := clock_timestamp();
@@ -328,7 +339,7 @@ BEGIN
     GET DIAGNOSTICS v_deleted = ROW_COUNT;
 
     -- Record the run: when it started, what it deleted, how long it took.
-    INSERT INTO public.cache_cleanup_runs (started_at, rows_deleted, duration_ms)
+    INSERT INTO billingdb.cache_cleanup_runs (started_at, rows_deleted, duration_ms)
     VALUES (
         v_started,
         v_deleted,
@@ -336,7 +347,7 @@ BEGIN
     );
 
     -- Keep a week of history (10080 rows at one run a minute).
-    DELETE FROM public.cache_cleanup_runs AS r WHERE r.started_at < now() - interval '7 days';
+    DELETE FROM billingdb.cache_cleanup_runs AS r WHERE r.started_at < now() - interval '7 days';
 
     RETURN v_deleted;
 END
@@ -349,11 +360,12 @@ COMMENT ON FUNCTION public.clear_expired_subscription_cache() IS
 
 REVOKE ALL ON FUNCTION public.clear_expired_subscription_cache() FROM public, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.clear_expired_subscription_cache() TO service_role;
+
 CREATE OR REPLACE FUNCTION public.clear_all_subscription_cache()
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $function$
 DECLARE
     v_deleted integer;
@@ -363,9 +375,9 @@ BEGIN
     GET DIAGNOSTICS v_deleted = ROW_COUNT;
 
     -- Restart the hit/miss counters and record since when they count.
-    PERFORM setval('public.subscription_cache_hits'::regclass, 1, false);
-    PERFORM setval('public.subscription_cache_misses'::regclass, 1, false);
-    INSERT INTO public.billing_settings AS s (name, value, description)
+    PERFORM setval('billingdb.subscription_cache_hits'::regclass, 1, false);
+    PERFORM setval('billingdb.subscription_cache_misses'::regclass, 1, false);
+    INSERT INTO billingdb.billing_settings AS s (name, value, description)
     VALUES (
         'cache_stats_reset_at', now()::text,
         'Since when the cache hit/miss counters count (set by clear_all_subscription_cache).'
@@ -383,13 +395,14 @@ COMMENT ON FUNCTION public.clear_all_subscription_cache() IS
 
 REVOKE ALL ON FUNCTION public.clear_all_subscription_cache() FROM public, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.clear_all_subscription_cache() TO service_role;
+
 -- get_subscription_cache_status: the cache's size, hit rate, last cleanup and cleanup job.
 CREATE OR REPLACE FUNCTION public.get_subscription_cache_status()
 RETURNS jsonb
 LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $function$
 DECLARE
     v_rows record;
@@ -411,13 +424,13 @@ BEGIN
     FROM public.subscription_cache AS c;
 
     -- The counters (a sequence not yet used since its reset counts 0).
-    SELECT CASE WHEN q.is_called THEN q.last_value ELSE 0 END INTO v_hits FROM public.subscription_cache_hits AS q;
+    SELECT CASE WHEN q.is_called THEN q.last_value ELSE 0 END INTO v_hits FROM billingdb.subscription_cache_hits AS q;
     SELECT CASE WHEN q.is_called THEN q.last_value ELSE 0 END INTO v_misses
-    FROM public.subscription_cache_misses AS q;
+    FROM billingdb.subscription_cache_misses AS q;
 
     -- The last cleanup run, if any.
     SELECT r.started_at, r.rows_deleted, r.duration_ms INTO v_last
-    FROM public.cache_cleanup_runs AS r
+    FROM billingdb.cache_cleanup_runs AS r
     ORDER BY r.started_at DESC, r.id DESC
     LIMIT 1;
 
@@ -433,10 +446,10 @@ BEGIN
         'hits', v_hits,
         'misses', v_misses,
         'hit_rate', round(v_hits::numeric / nullif(v_hits + v_misses, 0), 4),
-        'stats_since', public._billing_setting('cache_stats_reset_at')::timestamptz,
+        'stats_since', billingdb._billing_setting('cache_stats_reset_at')::timestamptz,
         'average_age_seconds', v_rows.average_age_seconds,
         'max_valid_age_seconds', v_rows.max_valid_age_seconds,
-        'ttl_seconds', coalesce(public._billing_setting('cache_ttl_seconds'), '300')::integer,
+        'ttl_seconds', coalesce(billingdb._billing_setting('cache_ttl_seconds'), '300')::integer,
         'last_cleanup', CASE WHEN v_last.started_at IS NOT NULL THEN
             jsonb_build_object(
                 'started_at', v_last.started_at,
@@ -470,12 +483,13 @@ COMMENT ON FUNCTION public.get_subscription_cache_status() IS
 
 REVOKE ALL ON FUNCTION public.get_subscription_cache_status() FROM public, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.get_subscription_cache_status() TO service_role;
+
 CREATE OR REPLACE FUNCTION public.get_cache_cleanup_history(n integer DEFAULT 10)
 RETURNS TABLE (started_at timestamptz, rows_deleted integer, duration_ms numeric)
 LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $function$
 DECLARE
     v_n constant integer := get_cache_cleanup_history.n;
@@ -489,7 +503,7 @@ BEGIN
     -- The last n runs, newest first.
     RETURN QUERY
     SELECT r.started_at, r.rows_deleted, r.duration_ms
-    FROM public.cache_cleanup_runs AS r
+    FROM billingdb.cache_cleanup_runs AS r
     ORDER BY r.started_at DESC, r.id DESC
     LIMIT v_n;
 END

@@ -9,7 +9,7 @@
 -- _valid_stripe_event: stripe_events' row rules, the table's one CHECK (see
 -- _valid_credit_transaction for why a function). IMMUTABLE, no table access: neither SECURITY DEFINER
 -- nor SET search_path.
-CREATE OR REPLACE FUNCTION public._valid_stripe_event(
+CREATE OR REPLACE FUNCTION billingdb._valid_stripe_event(
     stripe_event_id text,
     status text,
     retry_count integer
@@ -29,14 +29,13 @@ BEGIN
 END
 $function$;
 
-COMMENT ON FUNCTION public._valid_stripe_event(text, text, integer) IS
+COMMENT ON FUNCTION billingdb._valid_stripe_event(text, text, integer) IS
 'Internal, the CHECK of stripe_events (constraint stripe_events_valid). Contract: false when a row breaks a rule, '
 'else true (null when an input it needs is null, which a CHECK passes). Rules: stripe_event_id is not empty; status '
 'is received, processed, ignored, stale, pending or failed; retry_count >= 0. IMMUTABLE: changing the rules needs a '
 'new version and a revision that validates the stored rows again.';
 
-REVOKE ALL ON FUNCTION public._valid_stripe_event(text, text, integer) FROM public, anon, authenticated;
-GRANT EXECUTE ON FUNCTION public._valid_stripe_event(text, text, integer) TO service_role;
+REVOKE ALL ON FUNCTION billingdb._valid_stripe_event(text, text, integer) FROM public, anon, authenticated;
 
 -- Every Stripe webhook event received, for idempotency and the runbook.
 CREATE TABLE public.stripe_events (
@@ -58,7 +57,7 @@ CREATE TABLE public.stripe_events (
     subscription_id text,
     detail jsonb,
     -- The row rules, in one CHECK (see _valid_stripe_event).
-    CONSTRAINT stripe_events_valid CHECK (public._valid_stripe_event(stripe_event_id, status, retry_count))
+    CONSTRAINT stripe_events_valid CHECK (billingdb._valid_stripe_event(stripe_event_id, status, retry_count))
 )
 -- A row keeps its payload inline up to a page (8160 bytes, the largest
 -- allowed) instead of cutting it into 2 kB TOAST chunks, each a row of the
@@ -91,17 +90,19 @@ COMMENT ON COLUMN public.stripe_events.status IS
 'processed, ignored (type not handled), stale (older than the applied state): done, processed = true; '
 'pending (customer not linked yet), failed (error, retry_count): processed = false; received: being processed.';
 
+-- The event log is part of the interface: service_role reads it (the runbook's
+-- queries); only the entry points write it.
 ALTER TABLE public.stripe_events ENABLE ROW LEVEL SECURITY;
 
-CREATE POLICY service_role_all ON public.stripe_events
-FOR ALL TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY service_role_read ON public.stripe_events
+FOR SELECT TO service_role USING (true);
 
-REVOKE ALL ON TABLE public.stripe_events FROM public, anon, authenticated;
-GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE public.stripe_events TO service_role;
+REVOKE ALL ON TABLE public.stripe_events FROM public, anon, authenticated, service_role;
+GRANT SELECT ON TABLE public.stripe_events TO service_role;
 
 -- _stripe_id: a pure expression, inlined by the planner into its callers (a dozen calls per
 -- webhook event). It touches no table, so definer rights would give it nothing.
-CREATE OR REPLACE FUNCTION public._stripe_id(value jsonb)
+CREATE OR REPLACE FUNCTION billingdb._stripe_id(value jsonb)
 RETURNS text
 LANGUAGE sql
 IMMUTABLE
@@ -115,16 +116,16 @@ AS $function$
     END
 $function$;
 
-COMMENT ON FUNCTION public._stripe_id(jsonb) IS
+COMMENT ON FUNCTION billingdb._stripe_id(jsonb) IS
 'Internal, pure (inlined into its callers; no table access, so neither SECURITY DEFINER nor SET search_path). '
 'Contract: the Stripe id held by an expandable field: the string itself, or the expanded object''s id; '
 'null for null, an empty string or any other JSON type. Never raises.';
 
-REVOKE ALL ON FUNCTION public._stripe_id(jsonb) FROM public, anon, authenticated;
-GRANT EXECUTE ON FUNCTION public._stripe_id(jsonb) TO service_role;
+REVOKE ALL ON FUNCTION billingdb._stripe_id(jsonb) FROM public, anon, authenticated;
+
 -- _stripe_event_refs: one SQL expression, inlined by the planner into its callers (two or three
 -- calls per webhook event). It touches no table, so definer rights would give it nothing.
-CREATE OR REPLACE FUNCTION public._stripe_event_refs(event jsonb)
+CREATE OR REPLACE FUNCTION billingdb._stripe_event_refs(event jsonb)
 RETURNS jsonb
 LANGUAGE sql
 STABLE
@@ -137,35 +138,35 @@ AS $function$
     -- invoice's or a checkout session's subscription field; else the first
     -- invoice line's (basil+, then older).
     SELECT pg_catalog.jsonb_build_object(
-        'object_id', public._stripe_id(event #> '{data,object,id}'),
+        'object_id', billingdb._stripe_id(event #> '{data,object,id}'),
         'customer_id', CASE
-            WHEN event #>> '{data,object,object}' = 'customer' THEN public._stripe_id(event #> '{data,object,id}')
-            ELSE public._stripe_id(event #> '{data,object,customer}')
+            WHEN event #>> '{data,object,object}' = 'customer' THEN billingdb._stripe_id(event #> '{data,object,id}')
+            ELSE billingdb._stripe_id(event #> '{data,object,customer}')
         END,
         'subscription_id', CASE
-            WHEN event #>> '{data,object,object}' = 'subscription' THEN public._stripe_id(event #> '{data,object,id}')
+            WHEN event #>> '{data,object,object}' = 'subscription' THEN billingdb._stripe_id(event #> '{data,object,id}')
             ELSE coalesce(
-                public._stripe_id(event #> '{data,object,parent,subscription_details,subscription}'),
-                public._stripe_id(event #> '{data,object,subscription}'),
-                public._stripe_id(event #> '{data,object,lines,data,0,parent,subscription_item_details,subscription}'),
-                public._stripe_id(event #> '{data,object,lines,data,0,subscription}')
+                billingdb._stripe_id(event #> '{data,object,parent,subscription_details,subscription}'),
+                billingdb._stripe_id(event #> '{data,object,subscription}'),
+                billingdb._stripe_id(event #> '{data,object,lines,data,0,parent,subscription_item_details,subscription}'),
+                billingdb._stripe_id(event #> '{data,object,lines,data,0,subscription}')
             )
         END
     )
 $function$;
 
-COMMENT ON FUNCTION public._stripe_event_refs(jsonb) IS
+COMMENT ON FUNCTION billingdb._stripe_event_refs(jsonb) IS
 'Internal, pure (inlined into its callers; no table access, so neither SECURITY DEFINER nor SET search_path). '
 'Contract: the ids an event refers to, read from data.object in either Stripe API shape: jsonb '
 '{object_id, customer_id, subscription_id} (each null when absent). subscription_id: the subscription itself, '
 'invoice.parent.subscription_details.subscription (2025-03-31.basil and later), invoice.subscription or '
 'checkout.session.subscription (older), else the first line''s subscription. Never raises.';
 
-REVOKE ALL ON FUNCTION public._stripe_event_refs(jsonb) FROM public, anon, authenticated;
-GRANT EXECUTE ON FUNCTION public._stripe_event_refs(jsonb) TO service_role;
+REVOKE ALL ON FUNCTION billingdb._stripe_event_refs(jsonb) FROM public, anon, authenticated;
+
 -- _lock_stripe_event: one SQL expression, inlined by the planner into
 -- process_stripe_event (an advisory lock needs no privilege: no SECURITY DEFINER, no SET).
-CREATE OR REPLACE FUNCTION public._lock_stripe_event(event_id text)
+CREATE OR REPLACE FUNCTION billingdb._lock_stripe_event(event_id text)
 RETURNS void
 LANGUAGE sql
 VOLATILE
@@ -176,18 +177,18 @@ AS $function$
     SELECT pg_catalog.pg_advisory_xact_lock(1111774021, pg_catalog.hashtext(event_id))
 $function$;
 
-COMMENT ON FUNCTION public._lock_stripe_event(text) IS
+COMMENT ON FUNCTION billingdb._lock_stripe_event(text) IS
 'Internal, inlined into its callers (no table access, so neither SECURITY DEFINER nor SET search_path). Contract: '
 'takes the exclusive transaction-level advisory lock of a Stripe event id (class 1111774021, key hashtext(event_id)). '
 'process_stripe_event takes it after the customer''s lock and before it looks for the event''s row: deliveries of '
 'one event run one after the other, and a later one finds the row the first one recorded. Order: customer lock, '
 'event lock, event row, _lock_user.';
 
-REVOKE ALL ON FUNCTION public._lock_stripe_event(text) FROM public, anon, authenticated;
-GRANT EXECUTE ON FUNCTION public._lock_stripe_event(text) TO service_role;
+REVOKE ALL ON FUNCTION billingdb._lock_stripe_event(text) FROM public, anon, authenticated;
+
 -- _stripe_invoice_credits: a one-line invoice (a renewal) is read without a query; with
 -- several lines the query only picks the line, whose price and metadata.credits are then read once.
-CREATE OR REPLACE FUNCTION public._stripe_invoice_credits(invoice jsonb)
+CREATE OR REPLACE FUNCTION billingdb._stripe_invoice_credits(invoice jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
 STABLE
@@ -195,7 +196,7 @@ SECURITY INVOKER
 AS $function$
 DECLARE
     v_invoice constant jsonb := _stripe_invoice_credits.invoice;
-    v_invoice_id constant text := public._stripe_id(_stripe_invoice_credits.invoice -> 'id');
+    v_invoice_id constant text := billingdb._stripe_id(_stripe_invoice_credits.invoice -> 'id');
     v_lines constant jsonb := CASE
         WHEN jsonb_typeof(_stripe_invoice_credits.invoice #> '{lines,data}') = 'array'
             THEN _stripe_invoice_credits.invoice #> '{lines,data}'
@@ -215,9 +216,9 @@ BEGIN
         FROM jsonb_array_elements(v_lines) WITH ORDINALITY AS l (line, n)
         WHERE
             coalesce(
-                public._stripe_id(l.line #> '{pricing,price_details,price}'),
-                public._stripe_id(l.line -> 'price'),
-                public._stripe_id(l.line -> 'plan')
+                billingdb._stripe_id(l.line #> '{pricing,price_details,price}'),
+                billingdb._stripe_id(l.line -> 'price'),
+                billingdb._stripe_id(l.line -> 'plan')
             ) IS NOT null
         ORDER BY
             coalesce(
@@ -233,9 +234,9 @@ BEGIN
     -- Its price: basil+ pricing.price_details.price; older: line.price
     -- (expanded) or line.plan.
     v_price_id := coalesce(
-        public._stripe_id(v_line #> '{pricing,price_details,price}'),
-        public._stripe_id(v_line -> 'price'),
-        public._stripe_id(v_line -> 'plan')
+        billingdb._stripe_id(v_line #> '{pricing,price_details,price}'),
+        billingdb._stripe_id(v_line -> 'price'),
+        billingdb._stripe_id(v_line -> 'plan')
     );
     IF v_price_id IS NULL THEN
         RAISE EXCEPTION '_stripe_invoice_credits: no invoice line has a price (invoice_id=%)', v_invoice_id
@@ -250,7 +251,7 @@ BEGIN
 
     -- Credits: the plan for that price, else metadata.credits in the payload
     -- (the line's price, then the subscription's metadata on the invoice).
-    SELECT p.credits_per_period INTO v_credits FROM public.plans AS p WHERE p.price_id = v_price_id;
+    SELECT p.credits_per_period INTO v_credits FROM billingdb.plans AS p WHERE p.price_id = v_price_id;
     IF FOUND THEN
         RETURN jsonb_build_object('price_id', v_price_id, 'credits', v_credits, 'source', 'plan');
     END IF;
@@ -259,6 +260,12 @@ BEGIN
             v_invoice #>> '{parent,subscription_details,metadata,credits}',
             v_invoice #>> '{subscription_details,metadata,credits}'
         );
+    END IF;
+    IF btrim(v_metadata_credits) ~ '^[0-9]{1,9}$' AND btrim(v_metadata_credits)::integer > 1000000 THEN
+        RAISE EXCEPTION '_stripe_invoice_credits: metadata.credits is above 1000000 (price_id=%, invoice_id=%, credits=%)',
+            v_price_id, v_invoice_id, btrim(v_metadata_credits)
+            USING ERRCODE = '22023',
+                HINT = 'A plan grants at most 1000000 credits a period from metadata; define a larger plan with set_plan.';
     END IF;
     IF btrim(v_metadata_credits) ~ '^[0-9]{1,9}$' AND btrim(v_metadata_credits)::integer > 0 THEN
         RETURN jsonb_build_object(
@@ -274,17 +281,18 @@ BEGIN
 END
 $function$;
 
-COMMENT ON FUNCTION public._stripe_invoice_credits(jsonb) IS
+COMMENT ON FUNCTION billingdb._stripe_invoice_credits(jsonb) IS
 'Internal. Contract: the credits a paid subscription invoice grants, read in either Stripe API shape: jsonb '
 '{price_id, credits, source}. price_id: the first line with a price (pricing.price_details.price since '
 '2025-03-31.basil, line.price or line.plan before), non-proration non-negative lines first. credits: '
 'plans.credits_per_period for that price (source plan), else a positive integer metadata.credits on the line''s '
-'price or the invoice''s subscription_details (source metadata). Errors: BD003 when no line has a price, or the price '
-'is not a plan and the payload carries no valid metadata.credits.';
+'price or the invoice''s subscription_details (source metadata), at most 1000000. Errors: BD003 when no line has a '
+'price, or the price is not a plan and the payload carries no valid metadata.credits; 22023 when metadata.credits '
+'is above 1000000.';
 
-REVOKE ALL ON FUNCTION public._stripe_invoice_credits(jsonb) FROM public, anon, authenticated;
-GRANT EXECUTE ON FUNCTION public._stripe_invoice_credits(jsonb) TO service_role;
-CREATE OR REPLACE FUNCTION public._apply_stripe_checkout_completed(event jsonb)
+REVOKE ALL ON FUNCTION billingdb._stripe_invoice_credits(jsonb) FROM public, anon, authenticated;
+
+CREATE OR REPLACE FUNCTION billingdb._apply_stripe_checkout_completed(event jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY INVOKER
@@ -292,8 +300,8 @@ AS $function$
 DECLARE
     v_event constant jsonb := _apply_stripe_checkout_completed.event;
     v_session constant jsonb := _apply_stripe_checkout_completed.event #> '{data,object}';
-    v_customer_id constant text := public._stripe_id(_apply_stripe_checkout_completed.event #> '{data,object,customer}');
-    v_subscription_id constant text := public._stripe_id(
+    v_customer_id constant text := billingdb._stripe_id(_apply_stripe_checkout_completed.event #> '{data,object,customer}');
+    v_subscription_id constant text := billingdb._stripe_id(
         _apply_stripe_checkout_completed.event #> '{data,object,subscription}'
     );
     v_user_id text;
@@ -313,7 +321,7 @@ BEGIN
     -- The user: client_reference_id, else metadata.user_id; without one the
     -- session can only confirm a link made elsewhere.
     v_user_id := nullif(btrim(coalesce(v_session ->> 'client_reference_id', v_session #>> '{metadata,user_id}')), '');
-    SELECT c.user_id INTO v_linked_user FROM public.stripe_customers AS c WHERE c.stripe_customer_id = v_customer_id;
+    SELECT c.user_id INTO v_linked_user FROM billingdb.stripe_customers AS c WHERE c.stripe_customer_id = v_customer_id;
     IF v_user_id IS NULL AND v_linked_user IS NULL THEN
         RETURN jsonb_build_object(
             'status', 'pending',
@@ -343,7 +351,7 @@ BEGIN
 
     -- customer <-> subscription is held by the subscription's own events (its
     -- user comes from this link); the session's subscription is logged here.
-    INSERT INTO public.activity_log (user_id, activity_type, details)
+    INSERT INTO billingdb.activity_log (user_id, activity_type, details)
     VALUES (
         v_link ->> 'user_id', 'checkout_completed',
         jsonb_build_object(
@@ -369,7 +377,7 @@ BEGIN
 END
 $function$;
 
-COMMENT ON FUNCTION public._apply_stripe_checkout_completed(jsonb) IS
+COMMENT ON FUNCTION billingdb._apply_stripe_checkout_completed(jsonb) IS
 'Internal. Contract: checkout.session.completed: links the session''s user (client_reference_id, else '
 'metadata.user_id) to its customer with link_stripe_customer; the link applies the customer''s pending events in '
 'order (trigger stripe_customers_apply_pending_events); logs checkout_completed (session, customer, subscription). '
@@ -378,11 +386,11 @@ COMMENT ON FUNCTION public._apply_stripe_checkout_completed(jsonb) IS
 'ignored without a customer. Errors: BD004 when the user or the customer is linked elsewhere; 22023 from '
 'link_stripe_customer.';
 
-REVOKE ALL ON FUNCTION public._apply_stripe_checkout_completed(jsonb) FROM public, anon, authenticated;
-GRANT EXECUTE ON FUNCTION public._apply_stripe_checkout_completed(jsonb) TO service_role;
+REVOKE ALL ON FUNCTION billingdb._apply_stripe_checkout_completed(jsonb) FROM public, anon, authenticated;
+
 -- _apply_stripe_subscription_event: the period comes from plain expressions when the
 -- subscription carries it (before basil), and from one query over the items otherwise.
-CREATE OR REPLACE FUNCTION public._apply_stripe_subscription_event(event jsonb)
+CREATE OR REPLACE FUNCTION billingdb._apply_stripe_subscription_event(event jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY INVOKER
@@ -393,6 +401,7 @@ DECLARE
     v_items jsonb;
     v_period_start timestamptz;
     v_period_end timestamptz;
+    v_price_id text;
     v_cancel boolean;
     v_change jsonb;
 BEGIN
@@ -414,21 +423,37 @@ BEGIN
         FROM jsonb_array_elements(v_items) AS i (item);
     END IF;
 
+    -- The price: the first item's (price, or plan before 2018), else the
+    -- subscription's plan (the oldest shape).
+    v_price_id := coalesce(
+        billingdb._stripe_id(v_items #> '{0,price}'),
+        billingdb._stripe_id(v_items #> '{0,plan}'),
+        billingdb._stripe_id(v_sub -> 'plan')
+    );
+
+    -- A payload without a period or a price (an empty item list) says nothing
+    -- about them: the stored ones stay, never erased by a null.
+    IF v_period_start IS NULL OR v_period_end IS NULL OR v_price_id IS NULL THEN
+        SELECT
+            coalesce(v_period_start, s.current_period_start),
+            coalesce(v_period_end, s.current_period_end),
+            coalesce(v_price_id, s.price_id)
+        INTO v_period_start, v_period_end, v_price_id
+        FROM billingdb.subscriptions AS s
+        WHERE s.subscription_id = billingdb._stripe_id(v_sub -> 'id');
+    END IF;
+
     -- Cancellation at the period end: the flag, or cancel_at set to the period end.
     v_cancel := coalesce((v_sub ->> 'cancel_at_period_end')::boolean, false)
         OR to_timestamp((v_sub ->> 'cancel_at')::bigint) = v_period_end;
 
     -- The state machine and the watermark (event created, event id) decide.
     v_change := public.apply_subscription_change(
-        subscription_id => public._stripe_id(v_sub -> 'id'),
+        subscription_id => billingdb._stripe_id(v_sub -> 'id'),
         user_id => NULL,
-        customer_id => public._stripe_id(v_sub -> 'customer'),
+        customer_id => billingdb._stripe_id(v_sub -> 'customer'),
         status => v_sub ->> 'status',
-        price_id => coalesce(
-            public._stripe_id(v_items #> '{0,price}'),
-            public._stripe_id(v_items #> '{0,plan}'),
-            public._stripe_id(v_sub -> 'plan')
-        ),
+        price_id => v_price_id,
         current_period_start => v_period_start,
         current_period_end => v_period_end,
         cancel_at_period_end => v_cancel,
@@ -445,18 +470,19 @@ BEGIN
 END
 $function$;
 
-COMMENT ON FUNCTION public._apply_stripe_subscription_event(jsonb) IS
+COMMENT ON FUNCTION billingdb._apply_stripe_subscription_event(jsonb) IS
 'Internal. Contract: applies a customer.subscription.* event (created, updated, deleted, paused, resumed) through '
 'apply_subscription_change with the event''s created time and id as the watermark; reads the period from the '
-'subscription (before 2025-03-31.basil) or from items.data[] (basil+); cancel_at_period_end is the flag or cancel_at '
+'subscription (before 2025-03-31.basil) or from items.data[] (basil+), keeping the stored period and price when the '
+'payload has none (an empty item list); cancel_at_period_end is the flag or cancel_at '
 'equal to the period end. Returns jsonb {status, detail}: status processed (created, updated, unchanged) or stale '
 '(older than the watermark, or a same-second or refused transition); detail {action: subscription, subscription: '
 'apply_subscription_change''s result}. The customer must be linked (the dispatcher parks it as pending otherwise). '
 'Errors: those of apply_subscription_change (22023 malformed payload, BD001, BD004, BD013).';
 
-REVOKE ALL ON FUNCTION public._apply_stripe_subscription_event(jsonb) FROM public, anon, authenticated;
-GRANT EXECUTE ON FUNCTION public._apply_stripe_subscription_event(jsonb) TO service_role;
-CREATE OR REPLACE FUNCTION public._apply_stripe_invoice_paid(event jsonb)
+REVOKE ALL ON FUNCTION billingdb._apply_stripe_subscription_event(jsonb) FROM public, anon, authenticated;
+
+CREATE OR REPLACE FUNCTION billingdb._apply_stripe_invoice_paid(event jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY INVOKER
@@ -464,8 +490,8 @@ AS $function$
 DECLARE
     v_event constant jsonb := _apply_stripe_invoice_paid.event;
     v_invoice constant jsonb := _apply_stripe_invoice_paid.event #> '{data,object}';
-    v_refs constant jsonb := public._stripe_event_refs(_apply_stripe_invoice_paid.event);
-    v_invoice_id constant text := public._stripe_id(_apply_stripe_invoice_paid.event #> '{data,object,id}');
+    v_refs constant jsonb := billingdb._stripe_event_refs(_apply_stripe_invoice_paid.event);
+    v_invoice_id constant text := billingdb._stripe_id(_apply_stripe_invoice_paid.event #> '{data,object,id}');
     v_reason constant text := _apply_stripe_invoice_paid.event #>> '{data,object,billing_reason}';
     v_price jsonb;
     v_allocation jsonb;
@@ -479,7 +505,7 @@ BEGIN
     END IF;
 
     -- The credits for the invoice's price (BD003 when unknown: failed, retried later).
-    v_price := public._stripe_invoice_credits(v_invoice);
+    v_price := billingdb._stripe_invoice_credits(v_invoice);
 
     -- At most once per invoice: invoice.paid and invoice.payment_succeeded both land here.
     v_allocation := public.add_subscription_credits(
@@ -513,7 +539,7 @@ BEGIN
 END
 $function$;
 
-COMMENT ON FUNCTION public._apply_stripe_invoice_paid(jsonb) IS
+COMMENT ON FUNCTION billingdb._apply_stripe_invoice_paid(jsonb) IS
 'Internal. Contract: invoice.paid and invoice.payment_succeeded: allocates the credits of the invoice''s price '
 '(_stripe_invoice_credits) with add_subscription_credits, at most once per invoice whichever event comes first; the '
 'ledger entry''s metadata records billing_reason (subscription_create, subscription_cycle, subscription_update, ...), '
@@ -522,9 +548,9 @@ COMMENT ON FUNCTION public._apply_stripe_invoice_paid(jsonb) IS
 'for the second event of an invoice)}; ignored with detail {reason, invoice_id} for an invoice without a '
 'subscription. Errors: BD003 for an unknown price without metadata.credits; those of add_subscription_credits.';
 
-REVOKE ALL ON FUNCTION public._apply_stripe_invoice_paid(jsonb) FROM public, anon, authenticated;
-GRANT EXECUTE ON FUNCTION public._apply_stripe_invoice_paid(jsonb) TO service_role;
-CREATE OR REPLACE FUNCTION public._apply_stripe_invoice_failed(event jsonb)
+REVOKE ALL ON FUNCTION billingdb._apply_stripe_invoice_paid(jsonb) FROM public, anon, authenticated;
+
+CREATE OR REPLACE FUNCTION billingdb._apply_stripe_invoice_failed(event jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY INVOKER
@@ -532,10 +558,10 @@ AS $function$
 DECLARE
     v_event constant jsonb := _apply_stripe_invoice_failed.event;
     v_invoice constant jsonb := _apply_stripe_invoice_failed.event #> '{data,object}';
-    v_refs constant jsonb := public._stripe_event_refs(_apply_stripe_invoice_failed.event);
+    v_refs constant jsonb := billingdb._stripe_event_refs(_apply_stripe_invoice_failed.event);
     v_created constant timestamptz := to_timestamp((_apply_stripe_invoice_failed.event ->> 'created')::bigint);
     v_user_id text;
-    v_sub public.subscriptions;
+    v_sub billingdb.subscriptions;
     v_change jsonb;
     v_status text := 'processed';
 BEGIN
@@ -547,7 +573,7 @@ BEGIN
         );
     END IF;
     SELECT c.user_id INTO STRICT v_user_id
-    FROM public.stripe_customers AS c
+    FROM billingdb.stripe_customers AS c
     WHERE c.stripe_customer_id = v_refs ->> 'customer_id';
 
     -- The subscription goes past_due, unless a newer event already moved it
@@ -555,7 +581,7 @@ BEGIN
     -- event is not a full snapshot of the subscription, so it is applied as an
     -- authoritative change (the watermark stays with the subscription events).
     SELECT s.* INTO v_sub
-    FROM public.subscriptions AS s
+    FROM billingdb.subscriptions AS s
     WHERE s.subscription_id = v_refs ->> 'subscription_id';
     IF NOT FOUND THEN
         v_change := NULL;
@@ -583,7 +609,7 @@ BEGIN
     END IF;
 
     -- The failure is logged in every case, for support.
-    INSERT INTO public.activity_log (user_id, activity_type, details)
+    INSERT INTO billingdb.activity_log (user_id, activity_type, details)
     VALUES (
         v_user_id, 'payment_failed',
         jsonb_build_object(
@@ -611,7 +637,7 @@ BEGIN
 END
 $function$;
 
-COMMENT ON FUNCTION public._apply_stripe_invoice_failed(jsonb) IS
+COMMENT ON FUNCTION billingdb._apply_stripe_invoice_failed(jsonb) IS
 'Internal. Contract: invoice.payment_failed: moves the invoice''s subscription to past_due through '
 'apply_subscription_change (as an authoritative change: the event is not a subscription snapshot, so the '
 'subscription''s watermark is kept) unless the subscription''s watermark is newer than the event (stale), and logs '
@@ -621,11 +647,11 @@ COMMENT ON FUNCTION public._apply_stripe_invoice_failed(jsonb) IS
 'null}; ignored for an invoice without a subscription. The customer must be linked. Errors: those of '
 'apply_subscription_change.';
 
-REVOKE ALL ON FUNCTION public._apply_stripe_invoice_failed(jsonb) FROM public, anon, authenticated;
-GRANT EXECUTE ON FUNCTION public._apply_stripe_invoice_failed(jsonb) TO service_role;
+REVOKE ALL ON FUNCTION billingdb._apply_stripe_invoice_failed(jsonb) FROM public, anon, authenticated;
+
 -- _dispatch_stripe_event: applies an event by type inside its own sub-transaction, so that
 -- process_stripe_event can dispatch a new event before recording it (one INSERT with the outcome).
-CREATE OR REPLACE FUNCTION public._dispatch_stripe_event(event jsonb)
+CREATE OR REPLACE FUNCTION billingdb._dispatch_stripe_event(event jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY INVOKER
@@ -648,13 +674,13 @@ BEGIN
             'customer.subscription.paused', 'customer.subscription.resumed',
             'invoice.paid', 'invoice.payment_succeeded', 'invoice.payment_failed'
         ) THEN
-            v_customer_id := public._stripe_event_refs(v_event) ->> 'customer_id';
+            v_customer_id := billingdb._stripe_event_refs(v_event) ->> 'customer_id';
             IF v_customer_id IS NULL THEN
                 RAISE EXCEPTION '_dispatch_stripe_event: the event names no customer (event_id=%, type=%)',
                     v_event ->> 'id', v_type
                     USING ERRCODE = '22023';
             END IF;
-            IF NOT EXISTS (SELECT FROM public.stripe_customers AS c WHERE c.stripe_customer_id = v_customer_id) THEN
+            IF NOT EXISTS (SELECT FROM billingdb.stripe_customers AS c WHERE c.stripe_customer_id = v_customer_id) THEN
                 RETURN jsonb_build_object(
                     'status', 'pending',
                     'detail', jsonb_build_object('reason', 'customer not linked to a user', 'customer_id', v_customer_id)
@@ -667,10 +693,10 @@ BEGIN
             WHEN v_type IN (
                 'customer.subscription.created', 'customer.subscription.updated', 'customer.subscription.deleted',
                 'customer.subscription.paused', 'customer.subscription.resumed'
-            ) THEN public._apply_stripe_subscription_event(v_event)
-            WHEN v_type IN ('invoice.paid', 'invoice.payment_succeeded') THEN public._apply_stripe_invoice_paid(v_event)
-            WHEN v_type = 'invoice.payment_failed' THEN public._apply_stripe_invoice_failed(v_event)
-            WHEN v_type = 'checkout.session.completed' THEN public._apply_stripe_checkout_completed(v_event)
+            ) THEN billingdb._apply_stripe_subscription_event(v_event)
+            WHEN v_type IN ('invoice.paid', 'invoice.payment_succeeded') THEN billingdb._apply_stripe_invoice_paid(v_event)
+            WHEN v_type = 'invoice.payment_failed' THEN billingdb._apply_stripe_invoice_failed(v_event)
+            WHEN v_type = 'checkout.session.completed' THEN billingdb._apply_stripe_checkout_completed(v_event)
             ELSE jsonb_build_object(
                 'status', 'ignored', 'detail', jsonb_build_object('reason', 'event type not handled', 'type', v_type)
             )
@@ -689,7 +715,7 @@ BEGIN
 END
 $function$;
 
-COMMENT ON FUNCTION public._dispatch_stripe_event(jsonb) IS
+COMMENT ON FUNCTION billingdb._dispatch_stripe_event(jsonb) IS
 'Internal. Contract: applies one validated event by type inside a sub-transaction and returns jsonb {status, '
 'detail} (and error when failed): customer.subscription.created|updated|deleted|paused|resumed -> '
 '_apply_stripe_subscription_event; invoice.paid, invoice.payment_succeeded -> _apply_stripe_invoice_paid; '
@@ -699,10 +725,10 @@ COMMENT ON FUNCTION public._dispatch_stripe_event(jsonb) IS
 '(those of the handlers; 22023 when such an event names no customer) the effects roll back and the result is status '
 'failed, error ''[SQLSTATE] message'', detail {sqlstate, error, hint}.';
 
-REVOKE ALL ON FUNCTION public._dispatch_stripe_event(jsonb) FROM public, anon, authenticated;
-GRANT EXECUTE ON FUNCTION public._dispatch_stripe_event(jsonb) TO service_role;
+REVOKE ALL ON FUNCTION billingdb._dispatch_stripe_event(jsonb) FROM public, anon, authenticated;
+
 -- _attempt_stripe_event: dispatches a stored event again and records its outcome on the row.
-CREATE OR REPLACE FUNCTION public._attempt_stripe_event(id bigint)
+CREATE OR REPLACE FUNCTION billingdb._attempt_stripe_event(id bigint)
 RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY INVOKER
@@ -724,7 +750,7 @@ BEGIN
     END IF;
 
     -- Apply it (a failure rolls back its effects and comes back as failed).
-    v_outcome := public._dispatch_stripe_event(v_row.payload);
+    v_outcome := billingdb._dispatch_stripe_event(v_row.payload);
     v_status := v_outcome ->> 'status';
     v_detail := coalesce(v_outcome -> 'detail', '{}'::jsonb);
     IF v_status = 'failed' THEN
@@ -746,7 +772,7 @@ BEGIN
 END
 $function$;
 
-COMMENT ON FUNCTION public._attempt_stripe_event(bigint) IS
+COMMENT ON FUNCTION billingdb._attempt_stripe_event(bigint) IS
 'Internal. Contract: processes the stored stripe_events row id again (a failed or pending event; the caller holds '
 'its lock and its customer''s lock) from its payload with _dispatch_stripe_event, then the row records the outcome '
 'in the same transaction as the effects: status; processed (true for processed, ignored, stale) and processed_at; '
@@ -754,15 +780,15 @@ COMMENT ON FUNCTION public._attempt_stripe_event(bigint) IS
 'retry_count + 1. Returns jsonb {event_id, status, detail}; a failure''s detail is {sqlstate, error, hint, '
 'retry_count}.';
 
-REVOKE ALL ON FUNCTION public._attempt_stripe_event(bigint) FROM public, anon, authenticated;
-GRANT EXECUTE ON FUNCTION public._attempt_stripe_event(bigint) TO service_role;
+REVOKE ALL ON FUNCTION billingdb._attempt_stripe_event(bigint) FROM public, anon, authenticated;
+
 -- process_stripe_event: a new event is applied first and then recorded with its
 -- outcome in one INSERT; the event's advisory lock serialises deliveries of one event.
 CREATE OR REPLACE FUNCTION public.process_stripe_event(event jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $function$
 DECLARE
     v_event constant jsonb := process_stripe_event.event;
@@ -782,13 +808,18 @@ BEGIN
             USING ERRCODE = '22023';
     END IF;
     v_event_id := v_event ->> 'id';
-    IF jsonb_typeof(v_event -> 'id') IS DISTINCT FROM 'string' OR btrim(v_event_id) = '' THEN
-        RAISE EXCEPTION 'process_stripe_event: id must be a non-empty string (id=%)',
+    IF jsonb_typeof(v_event -> 'id') IS DISTINCT FROM 'string' OR btrim(v_event_id) = '' OR length(v_event_id) > 255 THEN
+        RAISE EXCEPTION 'process_stripe_event: id must be a non-empty string of at most 255 characters (id=%)',
             coalesce(left((v_event -> 'id')::text, 80), 'NULL')
             USING ERRCODE = '22023', HINT = 'Pass the whole Stripe event (evt_...), not its data.object.';
     END IF;
-    IF jsonb_typeof(v_event -> 'type') IS DISTINCT FROM 'string' OR btrim(v_event ->> 'type') = '' THEN
-        RAISE EXCEPTION 'process_stripe_event: type must be a non-empty string (event_id=%, type=%)',
+    IF
+        jsonb_typeof(v_event -> 'type') IS DISTINCT FROM 'string'
+        OR btrim(v_event ->> 'type') = ''
+        OR length(v_event ->> 'type') > 255
+    THEN
+        RAISE EXCEPTION 'process_stripe_event: type must be a non-empty string of at most 255 characters '
+            '(event_id=%, type=%)',
             v_event_id, coalesce(left((v_event -> 'type')::text, 80), 'NULL')
             USING ERRCODE = '22023';
     END IF;
@@ -801,21 +832,39 @@ BEGIN
         RAISE EXCEPTION 'process_stripe_event: data.object must be a JSON object (event_id=%)', v_event_id
             USING ERRCODE = '22023';
     END IF;
-    IF coalesce(jsonb_typeof(v_event -> 'api_version'), 'null') NOT IN ('string', 'null') THEN
-        RAISE EXCEPTION 'process_stripe_event: api_version must be a string or null (event_id=%)', v_event_id
+    IF
+        coalesce(jsonb_typeof(v_event -> 'api_version'), 'null') NOT IN ('string', 'null')
+        OR length(v_event ->> 'api_version') > 64
+    THEN
+        RAISE EXCEPTION 'process_stripe_event: api_version must be a string of at most 64 characters or null '
+            '(event_id=%)', v_event_id
+            USING ERRCODE = '22023';
+    END IF;
+
+    -- The ids the event is filed under (customer, subscription, object): Stripe
+    -- ids, at most 255 characters each (they are indexed).
+    v_refs := billingdb._stripe_event_refs(v_event);
+    IF
+        length(v_refs ->> 'customer_id') > 255
+        OR length(v_refs ->> 'subscription_id') > 255
+        OR length(v_refs ->> 'object_id') > 255
+    THEN
+        RAISE EXCEPTION 'process_stripe_event: an id in data.object is longer than 255 characters '
+            '(event_id=%, object_id=%, customer_id=%, subscription_id=%)',
+            v_event_id, left(v_refs ->> 'object_id', 40), left(v_refs ->> 'customer_id', 40),
+            left(v_refs ->> 'subscription_id', 40)
             USING ERRCODE = '22023';
     END IF;
 
     -- The customer's lock first (before the event's): an event either sees its
     -- customer's link or is pending before the link looks for pending ones.
-    v_refs := public._stripe_event_refs(v_event);
     IF v_refs ->> 'customer_id' IS NOT NULL THEN
-        PERFORM public._lock_stripe_customer(v_refs ->> 'customer_id');
+        PERFORM billingdb._lock_stripe_customer(v_refs ->> 'customer_id');
     END IF;
 
     -- Then the event's own lock: a concurrent delivery of the same event waits
     -- here until the first one commits, and then finds its row.
-    PERFORM public._lock_stripe_event(v_event_id);
+    PERFORM billingdb._lock_stripe_event(v_event_id);
 
     -- Seen before and done (processed, ignored, stale): a duplicate, nothing changes.
     -- Seen before and not done (failed, pending): Stripe's retry processes it again.
@@ -830,12 +879,12 @@ BEGIN
                 )
             );
         END IF;
-        RETURN public._attempt_stripe_event(v_row.id);
+        RETURN billingdb._attempt_stripe_event(v_row.id);
     END IF;
 
     -- New: apply it (a failure rolls back its effects and comes back as
     -- failed), then record it once with its outcome, in the same transaction.
-    v_outcome := public._dispatch_stripe_event(v_event);
+    v_outcome := billingdb._dispatch_stripe_event(v_event);
     v_status := v_outcome ->> 'status';
     v_detail := coalesce(v_outcome -> 'detail', '{}'::jsonb);
     IF v_status = 'failed' THEN
@@ -888,17 +937,21 @@ COMMENT ON FUNCTION public.process_stripe_event(jsonb) IS
 
 REVOKE ALL ON FUNCTION public.process_stripe_event(jsonb) FROM public, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.process_stripe_event(jsonb) TO service_role;
+
 CREATE OR REPLACE FUNCTION public.retry_stripe_event(event_id text)
 RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $function$
 DECLARE
     v_event_id constant text := btrim(retry_stripe_event.event_id);
     v_customer_id text;
     v_row public.stripe_events;
 BEGIN
+    -- Limits first (see 05_input.sql): an over-long value is a 22023 naming it.
+    PERFORM billingdb._check_text('retry_stripe_event', 'event_id', retry_stripe_event.event_id, 255);
+
     -- An event id is required, and the event must have been received.
     IF v_event_id IS NULL OR v_event_id = '' THEN
         RAISE EXCEPTION 'retry_stripe_event: event_id is required (event_id=%)',
@@ -913,7 +966,7 @@ BEGIN
 
     -- The same lock order as process_stripe_event: customer, then the event row.
     IF v_customer_id IS NOT NULL THEN
-        PERFORM public._lock_stripe_customer(v_customer_id);
+        PERFORM billingdb._lock_stripe_customer(v_customer_id);
     END IF;
     SELECT e.* INTO STRICT v_row FROM public.stripe_events AS e WHERE e.stripe_event_id = v_event_id FOR UPDATE;
 
@@ -929,7 +982,7 @@ BEGIN
     END IF;
 
     -- Failed, pending, or marked unprocessed by hand: process the stored payload again.
-    RETURN public._attempt_stripe_event(v_row.id);
+    RETURN billingdb._attempt_stripe_event(v_row.id);
 END
 $function$;
 
@@ -942,7 +995,8 @@ COMMENT ON FUNCTION public.retry_stripe_event(text) IS
 
 REVOKE ALL ON FUNCTION public.retry_stripe_event(text) FROM public, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.retry_stripe_event(text) TO service_role;
-CREATE OR REPLACE FUNCTION public._apply_pending_stripe_events(customer_id text)
+
+CREATE OR REPLACE FUNCTION billingdb._apply_pending_stripe_events(customer_id text)
 RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY INVOKER
@@ -954,7 +1008,7 @@ DECLARE
     v_results jsonb := '[]'::jsonb;
 BEGIN
     -- Serialise with event processing for this customer (see _lock_stripe_customer).
-    PERFORM public._lock_stripe_customer(v_customer_id);
+    PERFORM billingdb._lock_stripe_customer(v_customer_id);
 
     -- Oldest first (event created, then event id); each event once, even if
     -- it stays pending, so the loop ends.
@@ -970,27 +1024,27 @@ BEGIN
         FOR UPDATE;
         EXIT WHEN NOT FOUND;
         v_done := v_done || v_id;
-        v_results := v_results || jsonb_build_array(public._attempt_stripe_event(v_id));
+        v_results := v_results || jsonb_build_array(billingdb._attempt_stripe_event(v_id));
     END LOOP;
 
     RETURN v_results;
 END
 $function$;
 
-COMMENT ON FUNCTION public._apply_pending_stripe_events(text) IS
+COMMENT ON FUNCTION billingdb._apply_pending_stripe_events(text) IS
 'Internal. Contract: processes the pending events of customer_id (stripe_events.status = pending) one at a time in '
 'order of the event''s created time, then its id, each through _attempt_stripe_event (its own sub-transaction: a '
 'failure is recorded on that event and does not stop the others), under the customer''s lock. Returns a jsonb array '
 'of their {event_id, status, detail}. Called by the trigger on stripe_customers when a customer is linked.';
 
-REVOKE ALL ON FUNCTION public._apply_pending_stripe_events(text) FROM public, anon, authenticated;
-GRANT EXECUTE ON FUNCTION public._apply_pending_stripe_events(text) TO service_role;
+REVOKE ALL ON FUNCTION billingdb._apply_pending_stripe_events(text) FROM public, anon, authenticated;
+
 -- _stripe_customers_apply_pending: trigger function of stripe_customers.
-CREATE OR REPLACE FUNCTION public._stripe_customers_apply_pending()
+CREATE OR REPLACE FUNCTION billingdb._stripe_customers_apply_pending()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $function$
 BEGIN
     -- A new link only: an insert with a customer, or an update that changes it.
@@ -1000,26 +1054,25 @@ BEGIN
     END IF;
 
     -- The customer's pending events apply now, in this transaction.
-    PERFORM public._apply_pending_stripe_events(new.stripe_customer_id);
+    PERFORM billingdb._apply_pending_stripe_events(new.stripe_customer_id);
     RETURN NULL;
 END
 $function$;
 
-COMMENT ON FUNCTION public._stripe_customers_apply_pending() IS
+COMMENT ON FUNCTION billingdb._stripe_customers_apply_pending() IS
 'Internal. Contract: AFTER INSERT OR UPDATE OF stripe_customer_id trigger on stripe_customers: when a user is newly '
 'linked to a Stripe customer (by link_stripe_customer or otherwise), that customer''s pending Stripe events are '
 'applied in order in the same transaction (_apply_pending_stripe_events). Never raises for an event''s failure: that '
 'event records it.';
 
-REVOKE ALL ON FUNCTION public._stripe_customers_apply_pending() FROM public, anon, authenticated;
-GRANT EXECUTE ON FUNCTION public._stripe_customers_apply_pending() TO service_role;
+REVOKE ALL ON FUNCTION billingdb._stripe_customers_apply_pending() FROM public, anon, authenticated;
 
 -- When a user is linked to a Stripe customer, that customer's pending events apply.
 CREATE TRIGGER stripe_customers_apply_pending_events
-AFTER INSERT OR UPDATE OF stripe_customer_id ON public.stripe_customers
+AFTER INSERT OR UPDATE OF stripe_customer_id ON billingdb.stripe_customers
 FOR EACH ROW
 WHEN (new.stripe_customer_id IS NOT null)
-EXECUTE FUNCTION public._stripe_customers_apply_pending();
+EXECUTE FUNCTION billingdb._stripe_customers_apply_pending();
 
 -- purge_stripe_events_batch: one short batch of the seed's monthly archive.
 --
@@ -1035,12 +1088,12 @@ CREATE OR REPLACE FUNCTION public.purge_stripe_events_batch(
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $function$
 DECLARE
     v_older_than constant interval := coalesce(
         purge_stripe_events_batch.older_than,
-        make_interval(days => coalesce(public._billing_setting('stripe_events_retention_days'), '90')::integer)
+        make_interval(days => coalesce(billingdb._billing_setting('stripe_events_retention_days'), '90')::integer)
     );
     v_batch_size constant integer := purge_stripe_events_batch.batch_size;
     v_deleted integer;

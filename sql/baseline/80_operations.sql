@@ -19,7 +19,7 @@ RETURNS TABLE (
 LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $function$
 DECLARE
     v_cron text;
@@ -114,11 +114,12 @@ COMMENT ON FUNCTION public.billing_cron_jobs() IS
 
 REVOKE ALL ON FUNCTION public.billing_cron_jobs() FROM public, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.billing_cron_jobs() TO service_role;
+
 CREATE OR REPLACE FUNCTION public.schedule_billing_jobs()
 RETURNS TABLE (job_name text, schedule text, command text, jobid bigint)
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $function$
 DECLARE
     v_cron text;
@@ -159,11 +160,12 @@ COMMENT ON FUNCTION public.schedule_billing_jobs() IS
 
 REVOKE ALL ON FUNCTION public.schedule_billing_jobs() FROM public, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.schedule_billing_jobs() TO service_role;
+
 CREATE OR REPLACE FUNCTION public.unschedule_billing_jobs()
 RETURNS TABLE (job_name text, jobid bigint)
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $function$
 DECLARE
     v_cron text;
@@ -199,17 +201,18 @@ COMMENT ON FUNCTION public.unschedule_billing_jobs() IS
 
 REVOKE ALL ON FUNCTION public.unschedule_billing_jobs() FROM public, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.unschedule_billing_jobs() TO service_role;
+
 -- trim_cron_job_run_details: pg_cron's run log does not trim itself.
 CREATE OR REPLACE FUNCTION public.trim_cron_job_run_details(older_than interval DEFAULT null)
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $function$
 DECLARE
     v_older_than constant interval := coalesce(
         trim_cron_job_run_details.older_than,
-        make_interval(days => coalesce(public._billing_setting('cron_history_retention_days'), '7')::integer)
+        make_interval(days => coalesce(billingdb._billing_setting('cron_history_retention_days'), '7')::integer)
     );
     v_cron text;
     v_deleted integer;
@@ -248,20 +251,21 @@ COMMENT ON FUNCTION public.trim_cron_job_run_details(interval) IS
 
 REVOKE ALL ON FUNCTION public.trim_cron_job_run_details(interval) FROM public, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.trim_cron_job_run_details(interval) TO service_role;
+
 -- billing_health: the seed's monitoring queries against its success metrics.
 CREATE OR REPLACE FUNCTION public.billing_health()
 RETURNS jsonb
 LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $function$
 DECLARE
-    v_min_success constant numeric := coalesce(public._billing_setting('health_min_webhook_success_pct'), '99');
-    v_min_hit constant numeric := coalesce(public._billing_setting('health_min_cache_hit_pct'), '80');
-    v_min_reads constant numeric := coalesce(public._billing_setting('health_min_cache_reads'), '100');
-    v_max_stale constant numeric := coalesce(public._billing_setting('health_max_cache_staleness_seconds'), '300');
-    v_max_delay constant numeric := coalesce(public._billing_setting('health_max_cleanup_delay_seconds'), '300');
+    v_min_success constant numeric := coalesce(billingdb._billing_setting('health_min_webhook_success_pct'), '99');
+    v_min_hit constant numeric := coalesce(billingdb._billing_setting('health_min_cache_hit_pct'), '80');
+    v_min_reads constant numeric := coalesce(billingdb._billing_setting('health_min_cache_reads'), '100');
+    v_max_stale constant numeric := coalesce(billingdb._billing_setting('health_max_cache_staleness_seconds'), '300');
+    v_max_delay constant numeric := coalesce(billingdb._billing_setting('health_max_cleanup_delay_seconds'), '300');
     v_cache jsonb;
     v_events record;
     v_ledger record;
@@ -287,7 +291,7 @@ BEGIN
 
     -- The ledger: users whose balance row disagrees with sum(ledger), or negative.
     SELECT
-        (SELECT count(*) FROM public.credit_balances AS b) AS users,
+        (SELECT count(*) FROM billingdb.credit_balances AS b) AS users,
         count(*) FILTER (WHERE 'balance_mismatch' = ANY(r.findings)) AS mismatched,
         count(*) FILTER (WHERE 'negative_balance' = ANY(r.findings)) AS negative,
         coalesce(
@@ -409,6 +413,7 @@ COMMENT ON FUNCTION public.billing_health() IS
 
 REVOKE ALL ON FUNCTION public.billing_health() FROM public, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.billing_health() TO service_role;
+
 -- reconcile_credits: the seed's weekly reconciliation.
 CREATE OR REPLACE FUNCTION public.reconcile_credits(since timestamptz DEFAULT null)
 RETURNS TABLE (
@@ -426,7 +431,7 @@ RETURNS TABLE (
 LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $function$
 DECLARE
     v_since constant timestamptz := coalesce(reconcile_credits.since, '-infinity'::timestamptz);
@@ -464,7 +469,17 @@ BEGIN
             l.last_balance_after,
             coalesce(l.entries_since, 0) AS entries_since
         FROM ledger AS l
-        FULL JOIN public.credit_balances AS b ON l.user_id = b.user_id
+        FULL JOIN billingdb.credit_balances AS b ON l.user_id = b.user_id
+    ),
+
+    -- Allocations larger than what their plan grants per period (say a
+    -- payload's metadata.credits above the plan that was defined later).
+    oversized AS (
+        SELECT t.user_id
+        FROM public.credit_transactions AS t
+        INNER JOIN billingdb.plans AS p ON (t.metadata ->> 'price_id') = p.price_id
+        WHERE t.transaction_type = 'allocation' AND t.amount > p.credits_per_period
+        GROUP BY t.user_id
     ),
 
     -- What is wrong, by name.
@@ -479,6 +494,10 @@ BEGIN
                     CASE
                         WHEN j.last_balance_after IS DISTINCT FROM j.balance AND j.last_balance_after IS NOT NULL
                             THEN 'balance_after_mismatch'
+                    END,
+                    CASE
+                        WHEN EXISTS (SELECT FROM oversized AS o WHERE o.user_id = j.user_id)
+                            THEN 'allocation_above_plan'
                     END
                 ],
                 NULL
@@ -511,7 +530,8 @@ COMMENT ON FUNCTION public.reconcile_credits(timestamptz) IS
 'credit_balances row (null when missing); last_balance_after = balance_after of the user''s last entry; findings = '
 'the names of what is wrong: balance_mismatch (balance <> ledger_balance, a missing row counting 0), '
 'missing_balance_row, negative_balance (balance or ledger_balance below 0), balance_after_mismatch (the last '
-'entry''s balance_after <> balance). Rows with findings first. Reads the whole ledger.';
+'entry''s balance_after <> balance), allocation_above_plan (an allocation of more credits than its price''s plan '
+'grants per period, e.g. from a payload''s metadata.credits). Rows with findings first. Reads the whole ledger.';
 
 REVOKE ALL ON FUNCTION public.reconcile_credits(timestamptz) FROM public, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.reconcile_credits(timestamptz) TO service_role;

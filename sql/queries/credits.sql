@@ -26,7 +26,7 @@ SELECT
     coalesce(
         (
             SELECT b.balance
-            FROM public.credit_balances AS b
+            FROM billingdb.credit_balances AS b
             WHERE b.user_id = %(user_id)s
         ),
         0

@@ -19,8 +19,8 @@ SELECT public.release_expired_credit_holds(%(max_holds)s) AS result;
 
 -- name: credit_holds
 -- A user's holds, newest first.
-SELECT public._credit_hold_json(h.*) AS hold
-FROM public.credit_holds AS h
+SELECT billingdb._credit_hold_json(h.*) AS hold
+FROM billingdb.credit_holds AS h
 WHERE h.user_id = %(user_id)s
 ORDER BY h.hold_id DESC
 LIMIT %(row_limit)s;

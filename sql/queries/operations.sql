@@ -78,7 +78,7 @@ SELECT
     string_agg(DISTINCT e.status, ',' ORDER BY e.status) AS statuses,
     max(e.error) AS error
 FROM public.stripe_events AS e
-LEFT JOIN public.stripe_customers AS c ON e.customer_id = c.stripe_customer_id
+LEFT JOIN billingdb.stripe_customers AS c ON e.customer_id = c.stripe_customer_id
 WHERE
     e.event_type IN ('invoice.paid', 'invoice.payment_succeeded')
     AND e.created_at >= coalesce(%(since)s::timestamptz, '-infinity'::timestamptz)  -- noqa: RF02

@@ -1,5 +1,5 @@
 -- name: schema_snapshot
--- Every billingdb object in schema public (tables with their storage options,
+-- Every billingdb object in schemas public and billingdb (the schema's grants, tables with their storage options,
 -- columns, constraints, indexes, policies, functions, triggers, comments, grants), one row each,
 -- sorted: compared with tests/migrations/head_schema.txt to catch drift.
 -- Grants are listed per grantee without the owner's own rights, which differ
@@ -7,7 +7,9 @@
 WITH rels AS (
     SELECT
         c.oid,
-        c.relname,
+        n.nspname || '.' || c.relname AS relname,
+        n.nspname,
+        c.relname AS bare_name,
         c.relkind,
         c.relrowsecurity,
         c.relforcerowsecurity,
@@ -17,7 +19,7 @@ WITH rels AS (
     FROM pg_catalog.pg_class AS c
     INNER JOIN pg_catalog.pg_namespace AS n ON c.relnamespace = n.oid
     WHERE
-        n.nspname = 'public'
+        n.nspname IN ('public', 'billingdb')
         AND c.relkind IN ('r', 'p', 'v', 'm')
         AND c.relname <> 'alembic_version'
         AND NOT EXISTS (
@@ -31,11 +33,11 @@ funcs AS (
         p.oid,
         p.proacl,
         p.proowner,
-        p.oid::regprocedure::text AS signature
+        n.nspname || '.' || p.proname || '(' || pg_catalog.oidvectortypes(p.proargtypes) || ')' AS signature
     FROM pg_catalog.pg_proc AS p
     INNER JOIN pg_catalog.pg_namespace AS n ON p.pronamespace = n.oid
     WHERE
-        n.nspname = 'public'
+        n.nspname IN ('public', 'billingdb')
         AND NOT EXISTS (
             SELECT FROM pg_catalog.pg_depend AS d
             WHERE d.objid = p.oid AND d.deptype = 'e'
@@ -94,13 +96,13 @@ objects AS (
     UNION ALL
     SELECT
         'policy',
-        pol.tablename || '.' || pol.policyname,
+        r.relname || '.' || pol.policyname,
         format(
             '%s for %s to %s using (%s) with check (%s)',
             pol.permissive, pol.cmd, pol.roles, pol.qual, pol.with_check
         )
     FROM pg_catalog.pg_policies AS pol
-    WHERE pol.schemaname = 'public' AND pol.tablename IN (SELECT r.relname FROM rels AS r)
+    INNER JOIN rels AS r ON pol.schemaname = r.nspname AND pol.tablename = r.bare_name
     UNION ALL
     SELECT
         'trigger',
@@ -155,12 +157,12 @@ objects AS (
     UNION ALL
     SELECT
         'sequence',
-        c.relname::text,
+        n.nspname || '.' || c.relname,
         format('persistence=%s', c.relpersistence)
     FROM pg_catalog.pg_class AS c
     INNER JOIN pg_catalog.pg_namespace AS n ON c.relnamespace = n.oid
     WHERE
-        n.nspname = 'public'
+        n.nspname IN ('public', 'billingdb')
         AND c.relkind = 'S'
         AND NOT EXISTS (
             SELECT FROM pg_catalog.pg_depend AS d
@@ -169,7 +171,7 @@ objects AS (
     UNION ALL
     SELECT
         'type',
-        t.typname::text,
+        n.nspname || '.' || t.typname,
         CASE
             WHEN t.typtype = 'e'
                 THEN (
@@ -182,12 +184,29 @@ objects AS (
     FROM pg_catalog.pg_type AS t
     INNER JOIN pg_catalog.pg_namespace AS n ON t.typnamespace = n.oid
     WHERE
-        n.nspname = 'public'
+        n.nspname IN ('public', 'billingdb')
         AND t.typtype IN ('e', 'd', 'c')
         AND NOT EXISTS (
             SELECT FROM pg_catalog.pg_class AS c
             WHERE c.reltype = t.oid
         )
+    UNION ALL
+    SELECT
+        'schema',
+        n.nspname::text,
+        coalesce(pg_catalog.obj_description(n.oid, 'pg_namespace'), '')
+    FROM pg_catalog.pg_namespace AS n
+    WHERE n.nspname = 'billingdb'
+    UNION ALL
+    SELECT
+        'grant',
+        'schema ' || n.nspname || ' to ' || coalesce(g.rolname, 'PUBLIC'),
+        string_agg(acl.privilege_type, ',' ORDER BY acl.privilege_type)
+    FROM pg_catalog.pg_namespace AS n
+    CROSS JOIN LATERAL pg_catalog.aclexplode(n.nspacl) AS acl
+    LEFT JOIN pg_catalog.pg_roles AS g ON acl.grantee = g.oid
+    WHERE n.nspname = 'billingdb' AND acl.grantee <> n.nspowner
+    GROUP BY n.nspname, g.rolname
 )
 
 SELECT
@@ -198,23 +217,24 @@ FROM objects AS o
 ORDER BY o.kind, o.name, o.detail;
 
 -- name: list_objects
--- The tables and functions billingdb owns in schema public, with their comments.
+-- The tables and functions billingdb owns (the interface in public, the rest in
+-- the private schema billingdb), with their comments.
 SELECT
     'table' AS kind,
-    c.relname::text AS name,
+    n.nspname || '.' || c.relname AS name,
     coalesce(pg_catalog.obj_description(c.oid, 'pg_class'), '') AS description
 FROM pg_catalog.pg_class AS c
 INNER JOIN pg_catalog.pg_namespace AS n ON c.relnamespace = n.oid
-WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname <> 'alembic_version'
+WHERE n.nspname IN ('public', 'billingdb') AND c.relkind = 'r' AND c.relname <> 'alembic_version'
 UNION ALL
 SELECT
     'function',
-    p.oid::regprocedure::text,
+    n.nspname || '.' || p.proname || '(' || pg_catalog.oidvectortypes(p.proargtypes) || ')',
     coalesce(pg_catalog.obj_description(p.oid, 'pg_proc'), '')
 FROM pg_catalog.pg_proc AS p
 INNER JOIN pg_catalog.pg_namespace AS n ON p.pronamespace = n.oid
 WHERE
-    n.nspname = 'public'
+    n.nspname IN ('public', 'billingdb')
     AND NOT EXISTS (
         SELECT FROM pg_catalog.pg_depend AS d
         WHERE d.objid = p.oid AND d.deptype = 'e'

@@ -60,7 +60,7 @@ SELECT
     p.currency,
     p.billing_interval,
     p.active
-FROM public.plans AS p
+FROM billingdb.plans AS p
 ORDER BY p.credits_per_period, p.price_id;
 
 -- name: get_or_create_stripe_customer

@@ -2,7 +2,7 @@
 
 The database decides, Stripe is called through the official ``stripe`` library:
 
-1. the price must be an active plan (``public.plans``), else :class:`CheckoutRefused` (400);
+1. the price must be an active plan (``billingdb.plans``), else :class:`CheckoutRefused` (400);
 2. ``get_or_create_stripe_customer`` gives the user's Stripe customer; when none
    is linked yet, the customer is created in Stripe with the parameters the
    function returns (email, ``metadata.user_id`` and its ``idempotency_key``, so
@@ -154,10 +154,9 @@ def create_checkout_session(
 
     # 1-2. The plan and the customer mapping (one short use of a connection).
     with connection() as conn:
-        rows = db.run(conn, "get_plan", {"price_id": request.price_id})
-        if not rows:
+        plan = db.query(conn, "get_plan", {"price_id": request.price_id})
+        if plan is None:
             raise CheckoutRefused("unknown_price", f"price {request.price_id} is not a plan")
-        plan = rows[0]
         if not plan["active"]:
             raise CheckoutRefused("inactive_plan", f"the plan of price {request.price_id} is not active")
         link = BillingClient(conn).get_or_create_stripe_customer(user_id, email)

@@ -165,7 +165,7 @@ SQLSTATES: dict[str, tuple[type[BillingError], str]] = {
     "40001": (RetryableConflict, "a concurrent writer got there first; nothing changed: run the call again"),
     "BD001": (UnknownCustomer, "unknown Stripe customer: no user is linked to it"),
     "BD002": (UnknownUser, "unknown user"),
-    "BD003": (UnknownPlan, "unknown plan: the Stripe price is not in public.plans"),
+    "BD003": (UnknownPlan, "unknown plan: the Stripe price is not in billingdb.plans"),
     "BD004": (CustomerConflict, "the user or the Stripe customer is already linked elsewhere"),
     "BD010": (UnknownTransaction, "unknown credit transaction id"),
     "BD011": (NotRefundable, "only usage transactions can be refunded"),

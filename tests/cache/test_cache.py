@@ -27,7 +27,7 @@ def _ts(value: str) -> datetime:
 
 
 def _set(conn: psycopg.Connection[Any], name: str, value: str) -> None:
-    conn.execute("UPDATE public.billing_settings SET value = %s WHERE name = %s", (value, name))
+    conn.execute("UPDATE billingdb.billing_settings SET value = %s WHERE name = %s", (value, name))
 
 
 def _expire(conn: psycopg.Connection[Any], user_id: str) -> None:
@@ -91,7 +91,7 @@ def test_miss_after_expiry_recomputes(conn) -> None:  # type: ignore[no-untyped-
     assert call(conn, "get_user_subscription_state", "u1")["cached"] is True
     _expire(conn, "u1")
     # A change behind the cache's back (only possible as the owner) shows up once the row expired.
-    conn.execute("UPDATE public.credit_balances SET balance = balance WHERE false")
+    conn.execute("UPDATE billingdb.credit_balances SET balance = balance WHERE false")
     again = call(conn, "get_user_subscription_state", "u1")
     assert again["cached"] is False and _ts(again["expires_at"]) > datetime.now(_ts(again["expires_at"]).tzinfo)
     assert call(conn, "get_user_subscription_state", "u1")["cached"] is True

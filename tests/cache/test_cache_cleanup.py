@@ -47,7 +47,7 @@ def test_history_is_newest_first_limited_to_n_and_keeps_a_week(conn) -> None:  #
     for _ in range(3):
         conn.execute("SELECT public.clear_expired_subscription_cache()")
     conn.execute(
-        "INSERT INTO public.cache_cleanup_runs (started_at, rows_deleted, duration_ms)"
+        "INSERT INTO billingdb.cache_cleanup_runs (started_at, rows_deleted, duration_ms)"
         " VALUES (now() - interval '8 days', 5, 1)"
     )
     assert len(_history(conn, 2)) == 2

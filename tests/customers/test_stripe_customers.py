@@ -9,7 +9,7 @@ import pytest
 
 
 def _rows(conn):  # type: ignore[no-untyped-def]
-    return conn.execute("SELECT * FROM public.stripe_customers ORDER BY user_id").fetchall()
+    return conn.execute("SELECT * FROM billingdb.stripe_customers ORDER BY user_id").fetchall()
 
 
 def test_seed_runbook_call_creates_one_row_and_asks_for_a_customer(conn) -> None:  # type: ignore[no-untyped-def]
@@ -74,7 +74,7 @@ def test_concurrent_callers_get_one_row(connect) -> None:  # type: ignore[no-unt
     assert len(results) == 8
     assert sum(r["created"] for r in results) == 1
     check = connect()
-    assert check.execute("SELECT count(*) AS n FROM public.stripe_customers").fetchone()["n"] == 1
+    assert check.execute("SELECT count(*) AS n FROM billingdb.stripe_customers").fetchone()["n"] == 1
 
 
 @pytest.mark.parametrize(

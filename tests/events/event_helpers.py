@@ -12,6 +12,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from helpers import qualified
+
 __all__ = [
     "PLANS",
     "BILLING_TABLES",
@@ -77,21 +79,21 @@ def world_state(conn: psycopg.Connection[Any], user_id: str, customer_id: str) -
 
     Two deliveries of the same events, in any order, must end in equal states.
     """
-    link = _rows(conn, "SELECT user_id, stripe_customer_id FROM public.stripe_customers WHERE user_id = %s",
+    link = _rows(conn, "SELECT user_id, stripe_customer_id FROM billingdb.stripe_customers WHERE user_id = %s",
                  (user_id,))
     subs = _rows(
         conn,
         """SELECT subscription_id, user_id, stripe_customer_id, status, price_id, current_period_start,
                   current_period_end, cancel_at_period_end, canceled_at, last_event_created, last_event_id
-           FROM public.subscriptions WHERE user_id = %s ORDER BY subscription_id""",
+           FROM billingdb.subscriptions WHERE user_id = %s ORDER BY subscription_id""",
         (user_id,),
     )
-    balance = _rows(conn, "SELECT balance FROM public.credit_balances WHERE user_id = %s", (user_id,))
+    balance = _rows(conn, "SELECT balance FROM billingdb.credit_balances WHERE user_id = %s", (user_id,))
     ledger = _rows(
         conn,
-        """SELECT transaction_type, amount, idempotency_key, metadata->>'billing_reason' AS billing_reason,
+        """SELECT transaction_type, amount, reference, metadata->>'billing_reason' AS billing_reason,
                   metadata->>'invoice_id' AS invoice_id, metadata->>'price_id' AS price_id
-           FROM public.credit_transactions WHERE user_id = %s ORDER BY idempotency_key, id""",
+           FROM public.credit_transactions WHERE user_id = %s ORDER BY reference, id""",
         (user_id,),
     )
     state = _value(_rows(conn, "SELECT public.get_user_subscription_state(%s) AS r", (user_id,))[0])
@@ -118,13 +120,13 @@ def event_row(conn: psycopg.Connection[Any], event_id: str) -> dict[str, Any] | 
 
 
 def table_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
-    return {t: _rows(conn, f"SELECT count(*) AS n FROM public.{t}")[0]["n"] for t in BILLING_TABLES}
+    return {t: _rows(conn, f"SELECT count(*) AS n FROM {qualified(t)}")[0]["n"] for t in BILLING_TABLES}
 
 
 def table_contents(conn: psycopg.Connection[Any], tables: list[str] | None = None) -> dict[str, str]:
     """Each table's rows as sorted JSON text (to compare before and after)."""
     out = {}
     for t in tables or BILLING_TABLES:
-        rows = _rows(conn, f"SELECT to_jsonb(x) AS j FROM public.{t} AS x")
+        rows = _rows(conn, f"SELECT to_jsonb(x) AS j FROM {qualified(t)} AS x")
         out[t] = json.dumps(sorted(json.dumps(r["j"], sort_keys=True) for r in rows))
     return out

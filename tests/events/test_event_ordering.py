@@ -105,7 +105,7 @@ def _tie(db: psycopg.Connection[Any], shape: str, first: str, second: str) -> tu
     a = w.event("customer.subscription.updated", w.subscription(status=first), created=w.now)
     b = w.event("customer.subscription.updated", w.subscription(status=second), created=w.now)
     statuses = [process(db, a)["status"], process(db, b)["status"]]
-    final = db.execute("SELECT status FROM public.subscriptions WHERE subscription_id = %s",
+    final = db.execute("SELECT status FROM billingdb.subscriptions WHERE subscription_id = %s",
                        (w.subscription_id,)).fetchone()["status"]
     return statuses, final
 
@@ -128,7 +128,7 @@ def test_tie_incomplete_and_active(db, shape) -> None:  # type: ignore[no-untype
                           w.subscription(status=s)) for s in order}
         assert evs["incomplete"]["created"] == evs["active"]["created"]
         statuses = [process(db, evs[s])["status"] for s in order]
-        final = db.execute("SELECT status FROM public.subscriptions WHERE subscription_id = %s",
+        final = db.execute("SELECT status FROM billingdb.subscriptions WHERE subscription_id = %s",
                            (w.subscription_id,)).fetchone()["status"]
         assert final == "active", order
         assert statuses == (["processed", "processed"] if order[0] == "incomplete" else ["processed", "stale"])
@@ -163,7 +163,7 @@ def test_pending_events_apply_in_created_then_id_order(db, shape) -> None:  # ty
     assert applied == ["evt_900", "evt_901", "evt_902", "evt_903"]
     # incomplete, then active, unpaid, past_due? unpaid -> past_due is not allowed: it stays unpaid.
     assert [p["status"] for p in done["detail"]["applied_pending"]] == ["processed", "processed", "processed", "stale"]
-    final = db.execute("SELECT status FROM public.subscriptions WHERE subscription_id = %s",
+    final = db.execute("SELECT status FROM billingdb.subscriptions WHERE subscription_id = %s",
                        (w.subscription_id,)).fetchone()["status"]
     assert final == "unpaid"
 
@@ -204,7 +204,7 @@ def test_eight_concurrent_deliveries_of_one_event_apply_it_once(db, connect, sha
         assert event_row(db, event["id"])["retry_count"] == 0
     state = world_state(db, w.user_id, w.customer_id)
     assert state["balance"] == 30 and len(state["ledger"]) == 1
-    assert db.execute("SELECT count(*) AS n FROM public.activity_log WHERE activity_type = 'credits_allocated'"
+    assert db.execute("SELECT count(*) AS n FROM billingdb.activity_log WHERE activity_type = 'credits_allocated'"
                       ).fetchone()["n"] == 1
 
 

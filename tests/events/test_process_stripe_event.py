@@ -98,7 +98,7 @@ def test_payment_failed_moves_to_past_due_and_logs(db, shape) -> None:  # type: 
     assert state["subscriptions"][0]["status"] == "past_due"
     assert state["balance"] == 30  # a failed payment allocates nothing
     log = db.execute(
-        "SELECT details FROM public.activity_log WHERE user_id = %s AND activity_type = 'payment_failed'",
+        "SELECT details FROM billingdb.activity_log WHERE user_id = %s AND activity_type = 'payment_failed'",
         (w.user_id,),
     ).fetchall()
     assert len(log) == 1 and log[0]["details"]["subscription_id"] == w.subscription_id
@@ -256,7 +256,7 @@ def test_pending_until_checkout_links_the_customer(db, shape) -> None:  # type: 
         assert r["detail"] == {"reason": "customer not linked to a user", "customer_id": w.customer_id}
         row = event_row(db, e["id"])
         assert (row["status"], row["processed"], row["retry_count"]) == ("pending", False, 0)
-    assert db.execute("SELECT count(*) AS n FROM public.subscriptions").fetchone()["n"] == 0
+    assert db.execute("SELECT count(*) AS n FROM billingdb.subscriptions").fetchone()["n"] == 0
     assert db.execute("SELECT count(*) AS n FROM public.credit_transactions").fetchone()["n"] == 0
     # A redelivery of a pending event stays pending.
     assert process(db, before_link[0])["status"] == "pending"
@@ -317,7 +317,7 @@ def test_checkout_for_a_customer_of_another_user_fails(db, shape) -> None:  # ty
     other = w.event("checkout.session.completed", w.checkout_session(client_reference_id="user_someone_else"))
     r = process(db, other)
     assert r["status"] == "failed" and r["detail"]["sqlstate"] == "BD004"
-    assert db.execute("SELECT count(*) AS n FROM public.stripe_customers").fetchone()["n"] == 1
+    assert db.execute("SELECT count(*) AS n FROM billingdb.stripe_customers").fetchone()["n"] == 1
 
 
 def test_unhandled_types_are_ignored(db, shape) -> None:  # type: ignore[no-untyped-def]

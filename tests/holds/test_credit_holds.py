@@ -36,7 +36,7 @@ def _everything(conn: psycopg.Connection[Any]) -> dict[str, list[str]]:
     """Every billing table and credit_holds, as sorted text."""
     out = contents(conn)
     out["credit_holds"] = [r["row"] for r in conn.execute(
-        "SELECT h::text AS row FROM public.credit_holds AS h ORDER BY 1"
+        "SELECT h::text AS row FROM billingdb.credit_holds AS h ORDER BY 1"
     )]
     return out
 
@@ -55,7 +55,7 @@ def _reserve(conn: psycopg.Connection[Any], user_id: str = "u1", amount: int = 3
 
 
 def _hold(conn: psycopg.Connection[Any], hold_id: int) -> dict[str, Any]:
-    return conn.execute("SELECT * FROM public.credit_holds WHERE hold_id = %s", (hold_id,)).fetchone()
+    return conn.execute("SELECT * FROM billingdb.credit_holds WHERE hold_id = %s", (hold_id,)).fetchone()
 
 
 def _entries(conn: psycopg.Connection[Any], user_id: str = "u1") -> list[tuple[str, int, int]]:
@@ -100,7 +100,7 @@ def test_reserve_takes_credits_out_of_the_balance(conn) -> None:  # type: ignore
         "SELECT * FROM public.credit_transactions WHERE id = %s", (hold["hold_transaction_id"],)
     ).fetchone()
     assert entry["transaction_type"] == "hold" and entry["amount"] == -3 and entry["balance_after"] == 7
-    assert entry["idempotency_key"] == f"hold:{r['hold_id']}"
+    assert entry["reference"] == f"hold:{r['hold_id']}"
     assert entry["metadata"] == {"story_id": "s1", "hold_id": r["hold_id"]}
     assert balance(conn, "u1") == 7
 
@@ -261,7 +261,7 @@ def test_commit_spends_the_held_credits(conn) -> None:  # type: ignore[no-untype
     usage = conn.execute("SELECT * FROM public.credit_transactions WHERE id = %s", (r["transaction_id"],)).fetchone()
     assert usage["transaction_type"] == "usage" and usage["amount"] == -3 and usage["description"] == "story"
     assert usage["metadata"] == {"story_id": "s1", "hold_id": held["hold_id"]}
-    assert usage["idempotency_key"] == f"hold:{held['hold_id']}:usage"
+    assert usage["reference"] == f"hold:{held['hold_id']}:usage"
     assert _entries(conn)[-3:] == [("hold", -3, 7), ("release", 3, 10), ("usage", -3, 7)]
     assert balance(conn, "u1") == 7
     # The usage is an ordinary usage: refundable once.
@@ -333,7 +333,7 @@ def test_release_gives_the_credits_back(conn) -> None:  # type: ignore[no-untype
     assert r["transaction_id"] == r["release_transaction_id"] and r["usage_transaction_id"] is None
     assert _entries(conn)[-2:] == [("hold", -3, 7), ("release", 3, 10)]
     log = conn.execute(
-        "SELECT details FROM public.activity_log WHERE user_id = 'u1' AND activity_type = 'credit_hold_released'"
+        "SELECT details FROM billingdb.activity_log WHERE user_id = 'u1' AND activity_type = 'credit_hold_released'"
     ).fetchone()
     assert log["details"]["hold_id"] == held["hold_id"] and log["details"]["amount"] == 3
     state = call(conn, "get_user_subscription_state", "u1")
@@ -426,7 +426,7 @@ def test_concurrent_reservations_never_overcommit(conn, connect) -> None:  # typ
     assert codes == {None: 6, "insufficient_credits": 10}
     assert balance(conn, "u1") == 2
     held = conn.execute(
-        "SELECT coalesce(sum(amount), 0) AS n FROM public.credit_holds WHERE status = 'held'"
+        "SELECT coalesce(sum(amount), 0) AS n FROM billingdb.credit_holds WHERE status = 'held'"
     ).fetchone()["n"]
     assert held == 18
 
@@ -476,7 +476,7 @@ def test_commit_release_and_sweep_race_on_one_hold(conn, connect) -> None:  # ty
         for c in conns:
             c.close()
     spent = conn.execute(
-        "SELECT coalesce(sum(amount), 0) AS n FROM public.credit_holds WHERE status = 'committed'"
+        "SELECT coalesce(sum(amount), 0) AS n FROM billingdb.credit_holds WHERE status = 'committed'"
     ).fetchone()["n"]
     assert balance(conn, "u1") == 10 - spent
 

@@ -24,7 +24,7 @@ PATH = "/stripe/checkout/session"
 
 
 def _linked(conn: Any, user_id: str = USER) -> str | None:
-    row = conn.execute("SELECT stripe_customer_id FROM public.stripe_customers WHERE user_id = %s",
+    row = conn.execute("SELECT stripe_customer_id FROM billingdb.stripe_customers WHERE user_id = %s",
                        (user_id,)).fetchone()
     return None if row is None else row["stripe_customer_id"]
 

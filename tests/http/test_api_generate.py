@@ -48,7 +48,7 @@ def _ledger(conn: psycopg.Connection[Any], user_id: str = USER) -> list[tuple[st
 
 
 def _holds(conn: psycopg.Connection[Any], user_id: str = USER) -> list[dict[str, Any]]:
-    return list(conn.execute("SELECT * FROM public.credit_holds WHERE user_id = %s ORDER BY hold_id", (user_id,)))
+    return list(conn.execute("SELECT * FROM billingdb.credit_holds WHERE user_id = %s ORDER BY hold_id", (user_id,)))
 
 
 # -- GET /stripe/subscription/state -------------------------------------------------------------

@@ -138,7 +138,7 @@ def test_canceled_without_period_end_may_not_spend(conn) -> None:  # type: ignor
 
 @pytest.mark.parametrize(("grace", "code"), [("true", None), ("false", "subscription_inactive")])
 def test_past_due_grace_is_a_setting(conn, grace: str, code: str | None) -> None:  # type: ignore[no-untyped-def]
-    conn.execute("UPDATE public.billing_settings SET value = %s WHERE name = 'past_due_can_spend'", (grace,))
+    conn.execute("UPDATE billingdb.billing_settings SET value = %s WHERE name = 'past_due_can_spend'", (grace,))
     customer(conn, "u1")
     subscribe(conn, "u1", "past_due")
     fund(conn, "u1", 5)
@@ -189,7 +189,8 @@ def test_use_credits_idempotency_key_replays_the_first_result(conn) -> None:  # 
     assert count(conn, "credit_transactions", "transaction_type = 'usage'") == 1
 
 
-@pytest.mark.parametrize("other", ["other amount", "other user", "other kind"])
+# A key of another user is another key (keys are per user: tests/security/test_idempotency_namespaces.py).
+@pytest.mark.parametrize("other", ["other amount", "other kind"])
 def test_use_credits_key_reused_for_another_call_is_bd012(conn, other: str) -> None:  # type: ignore[no-untyped-def]
     _active_user(conn, "u1", credits=10)
     _active_user(conn, "u2", credits=10)
@@ -198,8 +199,8 @@ def test_use_credits_key_reused_for_another_call_is_bd012(conn, other: str) -> N
     else:
         call(conn, "use_credits_validated", "u1", 4, None, None, "req-1")
     before = contents(conn)
-    user, amount = ("u2", 4) if other == "other user" else ("u1", 5 if other == "other amount" else 1)
-    state = _sqlstate(conn, "use_credits_validated", user, amount, None, None, "req-1")
+    amount = 5 if other == "other amount" else 1
+    state = _sqlstate(conn, "use_credits_validated", "u1", amount, None, None, "req-1")
     assert state == "BD012" and errors.SQLSTATES[state][0] is errors.IdempotencyConflict
     assert contents(conn) == before
 
@@ -269,10 +270,10 @@ def test_allocation_creates_balance_entry_log_and_is_found_by_invoice(conn) -> N
     rows = conn.execute("SELECT * FROM credit_transactions WHERE metadata->>'invoice_id' = 'in_1'").fetchall()
     assert [x["id"] for x in rows] == [r["transaction_id"]]
     tx = rows[0]
-    assert tx["transaction_type"] == "allocation" and tx["idempotency_key"] == "invoice:in_1"
+    assert tx["transaction_type"] == "allocation" and tx["reference"] == "invoice:in_1" and tx["idempotency_key"] is None
     assert tx["metadata"]["subscription_id"] == "sub_u1" and tx["metadata"]["customer_id"] == cus
     assert tx["description"] == "Monthly credits"
-    log = conn.execute("SELECT * FROM activity_log WHERE activity_type = 'credits_allocated'").fetchall()
+    log = conn.execute("SELECT * FROM billingdb.activity_log WHERE activity_type = 'credits_allocated'").fetchall()
     assert len(log) == 1 and log[0]["user_id"] == "u1" and log[0]["details"]["invoice_id"] == "in_1"
     with conn.transaction():
         conn.execute("SET LOCAL enable_seqscan = off")
@@ -562,7 +563,7 @@ def test_ledger_is_append_only(conn, statement: str) -> None:  # type: ignore[no
 def test_balance_cannot_go_negative_even_directly(conn) -> None:  # type: ignore[no-untyped-def]
     fund(conn, "u1", 3)
     with pytest.raises(psycopg.errors.CheckViolation):
-        conn.execute("UPDATE public.credit_balances SET balance = -1 WHERE user_id = 'u1'")
+        conn.execute("UPDATE billingdb.credit_balances SET balance = -1 WHERE user_id = 'u1'")
 
 
 # --- set_plan ------------------------------------------------------------------------------------
@@ -630,13 +631,12 @@ def test_only_service_role_may_call(conn, function: str, args: str) -> None:  # 
         conn.execute(f"SELECT public.{function}{args}")
     with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
         conn.execute("SET LOCAL ROLE service_role")
-        conn.execute("UPDATE public.credit_balances SET balance = 1")
+        conn.execute("UPDATE billingdb.credit_balances SET balance = 1")
 
 
-#: Helpers that touch no table (revision 0006): one SQL expression, SECURITY INVOKER, no SET
-#: clause, so that the planner inlines them into their callers (SECURITY DEFINER, search_path
-#: ''); definer rights would give them nothing and would stop the inlining. Each with what its
-#: inlined body shows in a plan.
+#: Helpers that touch no table: one SQL expression, SECURITY INVOKER, no SET clause, so that the
+#: planner inlines them into their callers; definer rights would give them nothing and would stop
+#: the inlining. Each with what its inlined body shows in a plan.
 INLINED_HELPERS = {
     "_stripe_id(jsonb)": "jsonb_typeof(",
     "_stripe_event_refs(jsonb)": "jsonb_build_object(",
@@ -645,8 +645,8 @@ INLINED_HELPERS = {
     "_lock_stripe_event(text)": "pg_advisory_xact_lock(1111774021",
 }
 
-#: A hot table's row rules, the one CHECK of that table (revision 0008): IMMUTABLE PL/pgSQL that reads
-#: only its arguments, so neither SECURITY DEFINER nor SET search_path.
+#: A hot table's row rules, the one CHECK of that table: IMMUTABLE PL/pgSQL that reads only its
+#: arguments, so neither SECURITY DEFINER nor SET search_path.
 ROW_RULES = {
     "_valid_credit_transaction(text,integer,integer,bigint,jsonb,text)",
     "_valid_credit_hold(text,integer,text,text,jsonb,jsonb,timestamp with time zone,timestamp with time zone,"
@@ -656,11 +656,19 @@ ROW_RULES = {
 }
 
 
-#: Internal helpers (revision 0010): called only by SECURITY DEFINER entry points and triggers, which
-#: already run as the owner with search_path '', so SECURITY INVOKER without SET (a definer call
-#: switches user and search path out and back). Called directly they lend no privilege.
+#: The input limits (05_input.sql): IMMUTABLE PL/pgSQL that reads only its arguments and raises 22023.
+INPUT_CHECKS = {
+    "_check_text(text,text,text,integer)",
+    "_check_stripe_id(text,text,text,text)",
+    "_check_metadata(text,text,jsonb)",
+}
+
+
+#: Internal helpers: called only by SECURITY DEFINER entry points and triggers, which already run as
+#: the owner with search_path pg_catalog, pg_temp, so SECURITY INVOKER without SET (a definer call
+#: switches user and search path out and back).
 INTERNAL_INVOKERS = {
-    "_append_credit_transaction(text,integer,text,text,jsonb,text,bigint)",
+    "_append_credit_transaction(text,integer,text,text,jsonb,text,text,bigint)",
     "_apply_pending_stripe_events(text)",
     "_apply_stripe_checkout_completed(jsonb)",
     "_apply_stripe_invoice_failed(jsonb)",
@@ -669,7 +677,7 @@ INTERNAL_INVOKERS = {
     "_attempt_stripe_event(bigint)",
     "_billing_setting(text)",
     "_compute_subscription_state(text)",
-    "_credit_hold_json(credit_holds)",
+    "_credit_hold_json(billingdb.credit_holds)",
     "_dispatch_stripe_event(jsonb)",
     "_release_credit_hold(bigint,text,text)",
     "_spending_refusal(text,boolean,timestamp with time zone)",
@@ -679,44 +687,56 @@ INTERNAL_INVOKERS = {
     "_try_lock_user(text)",
 }
 
+SAFE_PATH = ["search_path=pg_catalog, pg_temp"]
 
-def test_every_new_function_is_locked_down(conn) -> None:  # type: ignore[no-untyped-def]
+
+def test_every_function_is_locked_down(conn) -> None:  # type: ignore[no-untyped-def]
     rows = conn.execute(
         """
-        SELECT p.oid::regprocedure::text AS f, p.prosecdef, p.proconfig, p.provolatile,
+        SELECT n.nspname AS schema, p.proname || '(' || pg_catalog.oidvectortypes(p.proargtypes) || ')' AS f,
+               p.prosecdef, p.proconfig, p.provolatile, p.prorettype = 'trigger'::regtype AS is_trigger,
                has_function_privilege('anon', p.oid, 'EXECUTE') AS anon,
                has_function_privilege('authenticated', p.oid, 'EXECUTE') AS authenticated,
                has_function_privilege('service_role', p.oid, 'EXECUTE') AS service_role,
                obj_description(p.oid, 'pg_proc') AS comment
-        FROM pg_proc AS p
-        WHERE p.pronamespace = 'public'::regnamespace
+        FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace
+        WHERE n.nspname IN ('public', 'billingdb')
         """
     ).fetchall()
-    assert len(rows) >= 20
-    assert INTERNAL_INVOKERS <= {r["f"] for r in rows}
+    assert len(rows) >= 50
+    helpers = {r["f"].replace(", ", ",") for r in rows if r["schema"] == "billingdb"}
+    assert INTERNAL_INVOKERS | ROW_RULES | INPUT_CHECKS | set(INLINED_HELPERS) <= helpers
     for r in rows:
-        if r["f"] in INLINED_HELPERS:
-            assert not r["prosecdef"] and r["proconfig"] is None, r["f"]
-        elif r["f"] in ROW_RULES:
-            assert not r["prosecdef"] and r["proconfig"] is None and r["provolatile"] == "i", r["f"]
-        elif r["f"] in INTERNAL_INVOKERS:
-            assert not r["prosecdef"] and r["proconfig"] is None, r["f"]
+        f = r["f"].replace(", ", ",")
+        if r["schema"] == "public":
+            # Entry points: definer rights, a pinned search path, callable by service_role only.
+            assert not f.startswith("_"), f
+            assert r["prosecdef"] and r["proconfig"] == SAFE_PATH, f
+            assert r["service_role"], f
+        elif f in INLINED_HELPERS:
+            assert not r["prosecdef"] and r["proconfig"] is None, f
+        elif f in ROW_RULES or f in INPUT_CHECKS:
+            assert not r["prosecdef"] and r["proconfig"] is None and r["provolatile"] == "i", f
+        elif f in INTERNAL_INVOKERS:
+            assert not r["prosecdef"] and r["proconfig"] is None, f
         else:
-            # Entry points (no leading underscore) and trigger functions.
-            assert not r["f"].startswith("_") or r["f"].endswith("()"), r["f"]
-            assert r["prosecdef"] and r["proconfig"] == ["search_path=\"\""], r["f"]
-        assert not r["anon"] and not r["authenticated"] and r["service_role"], r["f"]
-        assert r["comment"], r["f"]
+            # Trigger functions run for whoever writes the table: definer rights, a pinned path.
+            assert r["is_trigger"], f"{f}: a new helper must be classified here"
+            assert r["prosecdef"] and r["proconfig"] == SAFE_PATH, f
+        if r["schema"] == "billingdb":
+            assert not r["service_role"], f
+        assert not r["anon"] and not r["authenticated"], f
+        assert r["comment"], f
 
 
 def test_internal_helpers_lend_no_privilege(conn) -> None:  # type: ignore[no-untyped-def]
-    # Through an entry point the helpers write the ledger as its owner; called directly by
-    # service_role (which may execute them) they run with its rights, and it may not write the ledger.
+    # Through an entry point the helpers write the ledger as its owner; service_role cannot reach
+    # them at all (no USAGE on the private schema, no EXECUTE).
     _active_user(conn, "u1", credits=5)
     before = contents(conn)
-    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for table credit_balances"), conn.transaction():
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for schema billingdb"), conn.transaction():
         conn.execute("SET LOCAL ROLE service_role")
-        conn.execute("SELECT public._append_credit_transaction('u1', 1000, 'adjustment', 'free', '{}', 'k-free', null)")
+        conn.execute("SELECT billingdb._append_credit_transaction('u1', 1000, 'adjustment', 'free', '{}', 'k-free', null, null)")
     assert contents(conn) == before
     with conn.transaction():
         conn.execute("SET LOCAL ROLE service_role")
@@ -728,6 +748,6 @@ def test_internal_helpers_lend_no_privilege(conn) -> None:  # type: ignore[no-un
 def test_inlined_helpers_are_inlined(conn, helper: str) -> None:  # type: ignore[no-untyped-def]
     name, arg_type = helper.removesuffix(")").split("(")
     arg = "e.payload" if arg_type == "jsonb" else "e.stripe_event_id"
-    lines = conn.execute(f"EXPLAIN (VERBOSE) SELECT public.{name}({arg}) FROM public.stripe_events AS e").fetchall()
+    lines = conn.execute(f"EXPLAIN (VERBOSE) SELECT billingdb.{name}({arg}) FROM public.stripe_events AS e").fetchall()
     plan = "\n".join(next(iter(r.values())) for r in lines)
     assert INLINED_HELPERS[helper] in plan and name not in plan, plan

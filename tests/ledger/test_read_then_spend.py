@@ -39,5 +39,5 @@ def test_concurrent_read_then_spend_of_one_user_does_not_deadlock(conn, connect)
         for w in workers:
             w.close()
     assert [getattr(e, "sqlstate", repr(e)) for e in errors] == []
-    balance = conn.execute("SELECT balance FROM public.credit_balances WHERE user_id = 'u1'").fetchone()
+    balance = conn.execute("SELECT balance FROM billingdb.credit_balances WHERE user_id = 'u1'").fetchone()
     assert balance["balance"] == 90

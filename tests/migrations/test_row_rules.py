@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
-from helpers import call, contents, customer, fund, subscribe
+from helpers import call, contents, customer, fund, qualified, subscribe
 
 
 T0, T1 = "'2026-01-01 00:00+00'", "'2026-02-01 00:00+00'"
@@ -109,7 +109,7 @@ def _checks(conn: psycopg.Connection[Any], table: str) -> dict[str, str]:
     rows = conn.execute(
         "SELECT conname AS name, pg_get_constraintdef(oid) AS definition FROM pg_constraint "
         "WHERE conrelid = %s::regclass AND contype = 'c' ORDER BY conname",
-        (f"public.{table}",),
+        (qualified(table),),
     ).fetchall()
     return {r["name"]: r["definition"].removeprefix("CHECK ") for r in rows}
 
@@ -171,19 +171,19 @@ BAD_WRITES = {
         "stripe_events_valid",
     ),
     "subscription status": (
-        "UPDATE public.subscriptions SET status = 'ended'",
+        "UPDATE billingdb.subscriptions SET status = 'ended'",
         "subscriptions_valid",
     ),
     "period ends before it starts": (
-        "UPDATE public.subscriptions SET current_period_end = current_period_start - interval '1 day'",
+        "UPDATE billingdb.subscriptions SET current_period_end = current_period_start - interval '1 day'",
         "subscriptions_valid",
     ),
     "settled hold without its release": (
-        "UPDATE public.credit_holds SET status = 'released', settled_at = now()",
+        "UPDATE billingdb.credit_holds SET status = 'released', settled_at = now()",
         "credit_holds_valid",
     ),
     "committed hold without its usage": (
-        "UPDATE public.credit_holds SET status = 'committed', settled_at = now(), "
+        "UPDATE billingdb.credit_holds SET status = 'committed', settled_at = now(), "
         "release_transaction_id = hold_transaction_id",
         "credit_holds_valid",
     ),
@@ -200,7 +200,7 @@ def test_a_write_that_breaks_a_rule_is_refused(conn, case: str) -> None:  # type
         "id": "evt_rule_1", "type": "product.created", "created": 1_700_000_000, "data": {"object": {"id": "prod_1"}},
     }))
     for table in ("credit_transactions", "stripe_events", "subscriptions", "credit_holds"):
-        assert conn.execute(f"SELECT count(*) AS n FROM public.{table}").fetchone()["n"] >= 1, table  # noqa: S608
+        assert conn.execute(f"SELECT count(*) AS n FROM {qualified(table)}").fetchone()["n"] >= 1, table  # noqa: S608
     before = contents(conn)
     statement, constraint = BAD_WRITES[case]
     with pytest.raises(psycopg.errors.CheckViolation) as info:

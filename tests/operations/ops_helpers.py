@@ -33,11 +33,11 @@ def ledger_bypass(conn: psycopg.Connection[Any]) -> Iterator[None]:
 @contextmanager
 def wrong_balance(conn: psycopg.Connection[Any], user_id: str, delta: int) -> Iterator[None]:
     """A balance row that disagrees with the user's ledger by delta, restored afterwards."""
-    conn.execute("UPDATE public.credit_balances SET balance = balance + %s WHERE user_id = %s", (delta, user_id))
+    conn.execute("UPDATE billingdb.credit_balances SET balance = balance + %s WHERE user_id = %s", (delta, user_id))
     try:
         yield
     finally:
-        conn.execute("UPDATE public.credit_balances SET balance = balance - %s WHERE user_id = %s", (delta, user_id))
+        conn.execute("UPDATE billingdb.credit_balances SET balance = balance - %s WHERE user_id = %s", (delta, user_id))
 
 
 @contextmanager

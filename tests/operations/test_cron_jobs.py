@@ -153,7 +153,7 @@ def test_jobs_are_scheduled_run_and_removed_in_the_cron_database(pg_server_url: 
             assert shown.output.count("last run succeeded") == len(JOBS), shown.output
 
             # A stopped cleanup is a breach of cache_cleanup once the last run is too old.
-            conn.execute("UPDATE public.cache_cleanup_runs SET started_at = started_at - interval '10 minutes'")
+            conn.execute("UPDATE billingdb.cache_cleanup_runs SET started_at = started_at - interval '10 minutes'")
             late = runner.invoke(app, ["health", "--database-url", url])
             assert late.exit_code == 1 and "cache_cleanup" in late.output.splitlines()[0], late.output
 

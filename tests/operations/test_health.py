@@ -119,7 +119,7 @@ def test_cache_staleness_of_5_minutes_is_a_breach(conn, database_url: str) -> No
 
 def test_cache_hit_rate_at_or_below_80_percent_is_a_breach(conn, database_url: str) -> None:  # type: ignore[no-untyped-def]
     def reads(hits: int, misses: int) -> None:
-        conn.execute("SELECT setval('public.subscription_cache_hits', %s), setval('public.subscription_cache_misses', %s)",
+        conn.execute("SELECT setval('billingdb.subscription_cache_hits', %s), setval('billingdb.subscription_cache_misses', %s)",
                      (hits, misses))
 
     reads(10, 89)  # 99 reads: too few to judge
@@ -135,7 +135,7 @@ def test_cache_hit_rate_at_or_below_80_percent_is_a_breach(conn, database_url: s
 
 def test_every_breach_is_named(conn, database_url: str) -> None:  # type: ignore[no-untyped-def]
     event(conn, "evt_failed", "failed")
-    conn.execute("SELECT setval('public.subscription_cache_hits', 1), setval('public.subscription_cache_misses', 199)")
+    conn.execute("SELECT setval('billingdb.subscription_cache_hits', 1), setval('billingdb.subscription_cache_misses', 199)")
     result = _health(database_url)
     assert result.exit_code == 1
     assert result.output.splitlines()[0] == "UNHEALTHY: 2 breached: webhook_success_rate, cache_hit_rate"

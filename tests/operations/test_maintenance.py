@@ -69,9 +69,9 @@ def test_purge_batch_function_deletes_at_most_one_batch_oldest_first(conn) -> No
 def test_retention_setting_is_the_default(conn) -> None:  # type: ignore[no-untyped-def]
     _seed_events(conn)
     client = BillingClient(conn)
-    conn.execute("UPDATE public.billing_settings SET value = '180' WHERE name = 'stripe_events_retention_days'")
+    conn.execute("UPDATE billingdb.billing_settings SET value = '180' WHERE name = 'stripe_events_retention_days'")
     assert client.purge_stripe_events().deleted == 0
-    conn.execute("UPDATE public.billing_settings SET value = '30' WHERE name = 'stripe_events_retention_days'")
+    conn.execute("UPDATE billingdb.billing_settings SET value = '30' WHERE name = 'stripe_events_retention_days'")
     assert client.purge_stripe_events().deleted == 5 + 1  # evt_just_young too
 
 

@@ -87,13 +87,13 @@ def test_negative_balance_is_named(conn, database_url: str) -> None:  # type: ig
 def test_missing_balance_row_is_named(conn, database_url: str) -> None:  # type: ignore[no-untyped-def]
     grant(conn, "u_lost", 4)
     with ledger_bypass(conn):
-        conn.execute("DELETE FROM public.credit_balances WHERE user_id = 'u_lost'")
+        conn.execute("DELETE FROM billingdb.credit_balances WHERE user_id = 'u_lost'")
     try:
         result = _reconcile(database_url)
         assert result.exit_code == 1
         assert "u_lost missing_balance_row, balance_mismatch, balance_after_mismatch" in result.output
     finally:
-        conn.execute("INSERT INTO public.credit_balances (user_id, balance) VALUES ('u_lost', 4)")
+        conn.execute("INSERT INTO billingdb.credit_balances (user_id, balance) VALUES ('u_lost', 4)")
 
 
 def _invoice_event(conn: psycopg.Connection[Any], event_id: str, invoice_id: str, status: str,

@@ -37,7 +37,7 @@ T0 = NOW - timedelta(hours=1)
 
 
 def _row(conn: psycopg.Connection[Any], subscription_id: str = "sub_u1") -> dict[str, Any]:
-    row = conn.execute("SELECT * FROM public.subscriptions WHERE subscription_id = %s", (subscription_id,)).fetchone()
+    row = conn.execute("SELECT * FROM billingdb.subscriptions WHERE subscription_id = %s", (subscription_id,)).fetchone()
     assert row is not None
     return row  # type: ignore[no-any-return]
 
@@ -51,7 +51,7 @@ def _sqlstate(conn: psycopg.Connection[Any], *args: Any) -> str | None:
 
 
 def test_transitions_table_is_the_documented_state_machine(conn) -> None:  # type: ignore[no-untyped-def]
-    rows = conn.execute("SELECT from_status, to_status FROM public.subscription_status_transitions").fetchall()
+    rows = conn.execute("SELECT from_status, to_status FROM billingdb.subscription_status_transitions").fetchall()
     assert {(r["from_status"], r["to_status"]) for r in rows} == ALLOWED
     terminal = {r["from_status"] for r in rows}
     assert "canceled" not in terminal and "incomplete_expired" not in terminal
@@ -84,7 +84,7 @@ def test_every_status_pair(conn, from_status: str, to_status: str) -> None:  # t
         assert r["applied"] is False and r["result"] == "refused_transition"
         after = contents(conn)
         refused = conn.execute(
-            "SELECT details FROM public.activity_log WHERE activity_type = 'subscription_transition_refused'"
+            "SELECT details FROM billingdb.activity_log WHERE activity_type = 'subscription_transition_refused'"
         ).fetchall()
         assert [x["details"]["to_status"] for x in refused] == [to_status]
         # Nothing but the log entry changed.
@@ -198,7 +198,7 @@ def test_user_resolved_from_the_customer(conn) -> None:  # type: ignore[no-untyp
     assert r["result"] == "created" and r["user_id"] == "u1"
     row = _row(conn, "sub_1")
     assert row["user_id"] == "u1" and row["stripe_customer_id"] == cus and row["price_id"] == "price_x"
-    log = conn.execute("SELECT * FROM public.activity_log WHERE activity_type = 'subscription_created'").fetchall()
+    log = conn.execute("SELECT * FROM billingdb.activity_log WHERE activity_type = 'subscription_created'").fetchall()
     assert len(log) == 1 and log[0]["details"]["subscription_id"] == "sub_1"
 
 
@@ -251,7 +251,7 @@ def test_invalid_arguments_change_nothing(conn, args: tuple[Any, ...]) -> None: 
 def test_only_apply_subscription_change_writes_subscriptions(conn) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
         conn.execute("SET LOCAL ROLE service_role")
-        conn.execute("INSERT INTO public.subscriptions (subscription_id, user_id, status) VALUES ('sub_x', 'u', 'active')")
+        conn.execute("INSERT INTO billingdb.subscriptions (subscription_id, user_id, status) VALUES ('sub_x', 'u', 'active')")
     with conn.transaction():
         conn.execute("SET LOCAL ROLE service_role")
         r = conn.execute(

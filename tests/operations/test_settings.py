@@ -1,0 +1,50 @@
+"""set_billing_setting: the one writer of the tunables (service_role may not write the table)."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from helpers import call, contents
+
+
+def _value(conn, name: str) -> str:  # type: ignore[no-untyped-def]
+    return conn.execute("SELECT value FROM billingdb.billing_settings WHERE name = %s", (name,)).fetchone()["value"]
+
+
+def test_sets_a_tunable_and_logs_it(conn) -> None:  # type: ignore[no-untyped-def]
+    with conn.transaction():
+        conn.execute("SET LOCAL ROLE service_role")
+        result = call(conn, "set_billing_setting", "cache_ttl_seconds", "60")
+    assert result == {"name": "cache_ttl_seconds", "value": "60", "previous": "300"}
+    assert _value(conn, "cache_ttl_seconds") == "60"
+    log = conn.execute(
+        "SELECT details FROM billingdb.activity_log WHERE activity_type = 'setting_changed'"
+    ).fetchone()["details"]
+    assert log["name"] == "cache_ttl_seconds" and log["previous"] == "300"
+    # The state cache uses the new TTL at once.
+    state = call(conn, "get_user_subscription_state", "u1")
+    state = call(conn, "get_user_subscription_state", "u1")
+    assert state["cached"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("no_such_setting", "1"),
+        ("cache_stats_reset_at", "2026-01-01"),
+        (None, "1"),
+        ("cache_ttl_seconds", "-1"),
+        ("cache_ttl_seconds", "5 minutes"),
+        ("cache_ttl_seconds", None),
+        ("past_due_can_spend", "yes"),
+        ("stripe_events_retention_days", "7"),
+        ("health_min_cache_hit_pct", "x" * 1000),
+    ],
+)
+def test_bad_names_and_values_are_22023_and_change_nothing(conn, name, value) -> None:  # type: ignore[no-untyped-def]
+    before = contents(conn)
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as info:
+        call(conn, "set_billing_setting", name, value)
+    assert info.value.sqlstate == "22023"
+    assert info.value.diag.message_hint
+    assert contents(conn) == before
