@@ -18,7 +18,6 @@ which shares its connection pool (``request.app.state.pool``).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from starlette.routing import BaseRoute, Route
 from billingdb import auth, checkout, generation
 from billingdb.client import BillingClient
 from billingdb.errors import DatabaseUnavailable, InvalidArgument
+from billingdb.jsonbody import BodyRefused, parse_json
 
 __all__ = ["ApiSettings", "OPENAPI", "openapi_document", "routes"]
 
@@ -80,9 +80,9 @@ async def _json_body(request: Request) -> Any:
             raise OverflowError(f"the body exceeds {MAX_BODY} bytes")
         chunks.append(chunk)
     try:
-        return json.loads(b"".join(chunks) or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"the body is not valid JSON: {exc}") from None
+        return parse_json(b"".join(chunks) or b"null")
+    except BodyRefused as exc:  # the API's code for every bad body is invalid_request; the message says why
+        raise ValueError(str(exc)) from None
 
 
 def _idempotency_key(request: Request) -> str | None:

@@ -47,7 +47,7 @@ import psycopg
 from starlette.concurrency import run_in_threadpool
 
 from billingdb.client import BillingClient, CreditHold
-from billingdb.errors import ConfigurationError, CreditHoldSettled
+from billingdb.errors import ConfigurationError, CreditHoldSettled, IdempotencyConflict, InvalidArgument
 
 __all__ = [
     "DEFAULT_GENERATOR",
@@ -264,12 +264,19 @@ async def generate_with_credits(
     cost = config.cost(request.include_image)
     description = f"Story generation: {request.title}"[:200] if request.title else "Story generation"
 
-    # 1. Reserve.
-    hold: CreditHold = await run_in_threadpool(
-        _db, connection, "reserve_credits", request.user_id, cost, config.hold_ttl, idempotency_key,
-        description=description,
-        metadata={"request_hash": fingerprint, "operation": "generate_story", "include_image": request.include_image},
-    )
+    # 1. Reserve. The same key with another cost is another request (the body differs).
+    try:
+        hold: CreditHold = await run_in_threadpool(
+            _db, connection, "reserve_credits", request.user_id, cost, config.hold_ttl, idempotency_key,
+            description=description,
+            metadata={"request_hash": fingerprint, "operation": "generate_story",
+                      "include_image": request.include_image},
+        )
+    except IdempotencyConflict:
+        return Outcome(422, {
+            "error": "idempotency_key_reused",
+            "message": "this Idempotency-Key was used for a different request body; use a new key",
+        })
     if not hold.success:
         code = hold.code or "refused"
         return Outcome(REFUSAL_STATUS.get(code, 403), {
@@ -294,14 +301,21 @@ async def generate_with_credits(
         await asyncio.shield(run_in_threadpool(_db, connection, "release_credit_hold", hold_id, "cancelled"))
         raise
     except Exception as exc:
-        reason = f"{type(exc).__name__}: {exc}"[:500]
+        reason = f"{type(exc).__name__}: {exc}".replace("\x00", "")[:500]
         log.warning("generation for hold %s failed: %s", hold_id, reason)
         released: CreditHold = await run_in_threadpool(_db, connection, "release_credit_hold", hold_id, reason)
         return Outcome(502, _failure_body(released, released.balance, replayed=False))
 
-    # 3. Commit: the credits are spent and the result kept for replays.
+    # 3. Commit: the credits are spent and the result kept for replays. An
+    # output the database refuses (a NUL character, a result too large or too
+    # deep) is a failed generation: the hold is released in this request.
     try:
         committed: CreditHold = await run_in_threadpool(_db, connection, "commit_credit_hold", hold_id, output)
+    except (InvalidArgument, psycopg.DataError) as exc:
+        reason = f"the generator's output cannot be stored: {str(exc).splitlines()[0] if str(exc) else exc}"[:500]
+        log.warning("generation for hold %s: %s", hold_id, reason)
+        released = await run_in_threadpool(_db, connection, "release_credit_hold", hold_id, reason)
+        return Outcome(502, _failure_body(released, released.balance, replayed=False))
     except CreditHoldSettled:
         # The hold expired and the sweep gave its credits back while the generator ran.
         return Outcome(409, {

@@ -38,3 +38,16 @@ def slow(request: GenerationRequest) -> dict[str, Any]:
 def crash(request: GenerationRequest) -> Any:
     """The process dies between reserve and commit (a deploy, an OOM kill)."""
     os._exit(3)
+
+
+def nul_output(request: GenerationRequest) -> dict[str, Any]:
+    """Output PostgreSQL cannot store (a NUL character)."""
+    return {"story": "half\x00story"}
+
+
+def too_deep_output(request: GenerationRequest) -> dict[str, Any]:
+    """Output nested beyond what a hold's result may be."""
+    doc: dict[str, Any] = {"story": request.prompt}
+    for _ in range(20):
+        doc = {"chapter": doc}
+    return doc
