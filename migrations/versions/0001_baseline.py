@@ -36,9 +36,30 @@ CONCEPTS = [
 ]
 
 
+#: Run before anything is undone (by `billingdb db downgrade`, and as the downgrade's first step):
+#: refuses (BD072) while a table it drops holds rows, unless data loss is allowed.
+DOWNGRADE_GUARD = "baseline/downgrade_guard.sql"
+
+#: The tables the downgrade drops (shown with their row counts before a downgrade runs).
+DROPS_TABLES = [
+    "public.credit_transactions",
+    "public.stripe_events",
+    "public.subscription_cache",
+    "billingdb.credit_balances",
+    "billingdb.credit_holds",
+    "billingdb.subscriptions",
+    "billingdb.stripe_customers",
+    "billingdb.plans",
+    "billingdb.activity_log",
+    "billingdb.billing_settings",
+    "billingdb.subscription_status_transitions",
+    "billingdb.cache_cleanup_runs",
+]
+
+
 def upgrade() -> None:
     apply_sql(*(f"baseline/{concept}.sql" for concept in CONCEPTS))
 
 
 def downgrade() -> None:
-    apply_sql("baseline/downgrade.sql")
+    apply_sql(DOWNGRADE_GUARD, "baseline/downgrade.sql")

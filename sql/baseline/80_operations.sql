@@ -135,6 +135,15 @@ BEGIN
             HINT = 'CREATE EXTENSION pg_cron in the database named by cron.database_name (it must be preloaded), '
             'or run `billingdb maintenance run` from cron or a Kubernetes CronJob instead.';
     END IF;
+    -- The jobs are scheduled as this function's owner, who must be allowed to use pg_cron.
+    IF NOT has_schema_privilege('cron', 'USAGE') THEN
+        RAISE EXCEPTION 'schedule_billing_jobs: role % may not use pg_cron (no USAGE on schema cron)', current_user
+            USING ERRCODE = 'BD051',
+            HINT = format(
+                'As a superuser: GRANT USAGE ON SCHEMA cron TO %I; then run `billingdb maintenance schedule`.',
+                current_user
+            );
+    END IF;
 
     -- Each job by name: cron.schedule(name, ...) creates it, or updates the
     -- job of that name, so scheduling again is harmless. The jobs run as this
@@ -155,8 +164,8 @@ COMMENT ON FUNCTION public.schedule_billing_jobs() IS
 'Contract: schedules (or updates) billingdb''s pg_cron jobs by name, as listed by billing_cron_jobs() '
 '(subscription_cache_cleanup every minute, stripe_events_purge every 5 minutes, cron_job_run_details_trim daily), to '
 'run in this database as the function owner, and returns one row per job (job_name, schedule, command, jobid). '
-'Idempotent. Revision 0004 calls it when pg_cron is installed; `billingdb maintenance schedule` calls it later. '
-'Errors: BD050 when pg_cron is not installed in this database.';
+'Idempotent. The migration calls it when pg_cron is installed; `billingdb maintenance schedule` calls it later. '
+'Errors: BD050 when pg_cron is not installed in this database; BD051 when the owner has no USAGE on schema cron.';
 
 REVOKE ALL ON FUNCTION public.schedule_billing_jobs() FROM public, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.schedule_billing_jobs() TO service_role;
@@ -362,11 +371,14 @@ BEGIN
         'name', 'cache_cleanup', 'value', v_value, 'threshold', v_max_delay, 'comparison', '<', 'unit', 's',
         'status', CASE
             WHEN NOT coalesce((v_cache #>> '{cleanup_job,active}')::boolean, false) THEN 'no_data'
+            WHEN v_value IS NULL AND v_cache #>> '{cleanup_job,last_start}' IS NULL THEN 'pending'
             WHEN v_value < v_max_delay THEN 'ok'
             ELSE 'breach'
         END,
         'detail', CASE
             WHEN v_cache -> 'cleanup_job' = 'null'::jsonb THEN 'subscription_cache_cleanup is not scheduled in pg_cron'
+            WHEN v_value IS NULL AND v_cache #>> '{cleanup_job,last_start}' IS NULL
+                THEN 'subscription_cache_cleanup is scheduled in pg_cron; its first run is pending'
             ELSE format('last run %s s ago, last pg_cron status %s',
                 coalesce(v_value::text, 'never'), coalesce(v_cache #>> '{cleanup_job,last_status}', '-'))
         END
@@ -399,7 +411,7 @@ $function$;
 
 COMMENT ON FUNCTION public.billing_health() IS
 'Contract: the runbook''s monitoring as jsonb {healthy, breaches, checked_at, checks, cache, events, ledger}. checks '
-'is a list of {name, status (ok | breach | no_data), value, threshold, comparison, unit, detail}: '
+'is a list of {name, status (ok | breach | no_data | pending: a scheduled job not run yet), value, threshold, comparison, unit, detail}: '
 'webhook_success_rate (processed share of the stripe_events received in the last 24 h, > '
 'health_min_webhook_success_pct = 99), credit_balance_integrity (share of users whose balance = sum(ledger), = 100), '
 'negative_balances (= 0), cache_staleness (age of the oldest valid cache row, < health_max_cache_staleness_seconds '
@@ -536,18 +548,76 @@ COMMENT ON FUNCTION public.reconcile_credits(timestamptz) IS
 REVOKE ALL ON FUNCTION public.reconcile_credits(timestamptz) FROM public, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.reconcile_credits(timestamptz) TO service_role;
 
--- Schedule billingdb's jobs in pg_cron when the extension is installed in this
--- database (on Supabase: the postgres database). The check runs inside the
--- database, so the offline (`alembic upgrade head --sql`) script is the same
--- with or without pg_cron.
+-- Schedule billingdb's jobs in pg_cron. The checks run inside the database, so
+-- the offline (`alembic upgrade head --sql`) script is the same everywhere:
+-- where pg_cron is preloaded for this database (cron.database_name) but not
+-- created yet and the role may create it (a superuser), it is created; where it
+-- is installed and the role may use it, the jobs are scheduled; otherwise the
+-- migration completes, schedules nothing and says what would fix it.
 DO $schedule$
+DECLARE
+    v_cron_database constant text := current_setting('cron.database_name', true);
 BEGIN
-    IF EXISTS (SELECT FROM pg_catalog.pg_extension AS x WHERE x.extname = 'pg_cron') THEN
-        PERFORM public.schedule_billing_jobs();
-    ELSE
+    IF
+        NOT EXISTS (SELECT FROM pg_catalog.pg_extension AS x WHERE x.extname = 'pg_cron')
+        AND v_cron_database = current_database()
+        AND EXISTS (SELECT FROM pg_catalog.pg_available_extensions AS a WHERE a.name = 'pg_cron')
+        AND (SELECT r.rolsuper FROM pg_catalog.pg_roles AS r WHERE r.rolname = current_user)
+    THEN
+        CREATE EXTENSION pg_cron;
+        RAISE NOTICE 'billingdb: created the pg_cron extension in database %', current_database();
+    END IF;
+
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension AS x WHERE x.extname = 'pg_cron') THEN
         RAISE NOTICE 'billingdb: pg_cron is not installed in database %, no job scheduled', current_database()
-            USING HINT = 'Run `billingdb maintenance run` from cron or a Kubernetes CronJob, or install pg_cron '
-            'in this database and run `billingdb maintenance schedule`.';
+            USING HINT = CASE
+                WHEN v_cron_database IS NULL THEN
+                    'Run `billingdb maintenance run` every minute from cron or a Kubernetes CronJob, or preload '
+                    'pg_cron (shared_preload_libraries) and run `billingdb maintenance schedule`.'
+                WHEN v_cron_database = current_database() THEN
+                    'As a superuser: CREATE EXTENSION pg_cron; then run `billingdb maintenance schedule`.'
+                ELSE format(
+                    'pg_cron runs jobs only in database %s (cron.database_name): migrate that database, or run '
+                    '`billingdb maintenance run` every minute from cron or a Kubernetes CronJob.',
+                    v_cron_database
+                )
+            END;
+    ELSIF NOT has_schema_privilege('cron', 'USAGE') THEN
+        RAISE NOTICE 'billingdb: role % may not use pg_cron (no USAGE on schema cron), no job scheduled', current_user
+            USING HINT = format(
+                'As a superuser: GRANT USAGE ON SCHEMA cron TO %I; then run `billingdb maintenance schedule`.',
+                current_user
+            );
+    ELSE
+        PERFORM public.schedule_billing_jobs();
     END IF;
 END
 $schedule$;
+
+-- _row_counts: what a downgrade would drop, for the DBA's plan (`billingdb db
+-- downgrade` calls it as the owner before anything runs).
+CREATE OR REPLACE FUNCTION billingdb._row_counts(tables text [])
+RETURNS TABLE (table_name text, row_count bigint)
+LANGUAGE plpgsql
+STABLE
+SECURITY INVOKER
+AS $function$
+DECLARE
+    v_table text;
+BEGIN
+    -- Each named table that exists, in the order given, with its exact count.
+    FOREACH v_table IN ARRAY _row_counts.tables LOOP
+        IF to_regclass(v_table) IS NOT NULL THEN
+            _row_counts.table_name := v_table;
+            EXECUTE format('SELECT count(*) FROM %s', to_regclass(v_table)) INTO _row_counts.row_count;
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+END
+$function$;
+
+COMMENT ON FUNCTION billingdb._row_counts(text []) IS
+'Internal, for the owner. Contract: one row (table_name, row_count) per schema-qualified table name in tables that '
+'exists, in the given order, with its exact row count; names that are not tables are skipped.';
+
+REVOKE ALL ON FUNCTION billingdb._row_counts(text []) FROM public, anon, authenticated;

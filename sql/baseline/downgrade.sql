@@ -7,8 +7,15 @@
 
 DO $unschedule$
 BEGIN
-    IF EXISTS (SELECT FROM pg_catalog.pg_extension AS x WHERE x.extname = 'pg_cron') THEN
+    IF
+        EXISTS (SELECT FROM pg_catalog.pg_extension AS x WHERE x.extname = 'pg_cron')
+        AND has_schema_privilege('cron', 'USAGE')
+    THEN
         PERFORM public.unschedule_billing_jobs();
+    ELSIF EXISTS (SELECT FROM pg_catalog.pg_extension AS x WHERE x.extname = 'pg_cron') THEN
+        RAISE NOTICE 'billingdb: role % may not use pg_cron, its jobs (if any) stay scheduled', current_user
+            USING HINT = 'As a superuser: SELECT cron.unschedule(name) for subscription_cache_cleanup, '
+            'stripe_events_purge, cron_job_run_details_trim and credit_holds_release.';
     ELSE
         RAISE NOTICE 'billingdb: pg_cron is not installed in database %, no job to unschedule', current_database();
     END IF;
@@ -16,6 +23,7 @@ END
 $unschedule$;
 
 -- The functions, in the reverse order of their creation.
+DROP FUNCTION IF EXISTS billingdb._row_counts(text []);
 DROP FUNCTION IF EXISTS public.set_billing_setting(text, text);
 DROP FUNCTION IF EXISTS public.reconcile_credits(timestamp with time zone);
 DROP FUNCTION IF EXISTS public.billing_health();

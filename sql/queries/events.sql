@@ -56,3 +56,11 @@ SELECT e.stripe_event_id
 FROM public.stripe_events AS e
 WHERE NOT e.processed AND e.status <> 'pending'
 ORDER BY e.event_created, e.stripe_event_id;
+
+-- name: stripe_event_statuses
+-- The current status of each of these events (a replay's summary).
+SELECT
+    e.stripe_event_id,
+    e.status
+FROM public.stripe_events AS e
+WHERE e.stripe_event_id = any(%(event_ids)s::text[]);

@@ -244,3 +244,10 @@ ORDER BY kind DESC, name ASC;
 -- name: server_version
 -- The server's version string.
 SELECT pg_catalog.version() AS version;
+
+-- name: table_row_counts
+-- Each named table that exists, with its exact row count (a downgrade's plan).
+SELECT
+    r.table_name,
+    r.row_count
+FROM billingdb._row_counts(%(tables)s::text[]) AS r;

@@ -8,35 +8,22 @@ Exit codes: 0 done, 1 refused (e.g. insufficient credits) or a billingdb error,
 from __future__ import annotations
 
 import dataclasses
-import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from billingdb import config
-from billingdb.cli_options import AsJson, DatabaseUrl, EnvName
-from billingdb.client import BillingClient
+from billingdb.cli_options import AsJson, DatabaseUrl, EnvName, open_client, print_json
 
 __all__ = ["state_command", "credits_app", "plans_app", "cache_app"]
 
-credits_app = typer.Typer(help="The credit ledger: balance, history, manual grants.", no_args_is_help=True)
-plans_app = typer.Typer(help="Plans: which Stripe price gives how many credits per period.", no_args_is_help=True)
-cache_app = typer.Typer(help="The 5-minute subscription state cache.", no_args_is_help=True)
+credits_app = typer.Typer(rich_markup_mode=None, help="The credit ledger: balance, history, manual grants.", no_args_is_help=True)
+plans_app = typer.Typer(rich_markup_mode=None, help="Plans: which Stripe price gives how many credits per period.", no_args_is_help=True)
+cache_app = typer.Typer(rich_markup_mode=None, help="The 5-minute subscription state cache.", no_args_is_help=True)
 
 
-@contextmanager
-def _client(database_url: str | None, env: str | None) -> Iterator[BillingClient]:
-    with BillingClient.connect(config.choose_database(database_url, env).url) as client:
-        yield client
 
 
-def _print_json(value: Any) -> None:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = getattr(value, "raw", None) or dataclasses.asdict(value)
-    typer.echo(json.dumps(value, indent=2, default=str, sort_keys=True))
 
 
 def state_command(
@@ -46,10 +33,10 @@ def state_command(
     env: EnvName = None,
 ) -> None:
     """Show a user's subscription state (get_user_subscription_state, served from the cache when valid)."""
-    with _client(database_url, env) as client:
+    with open_client(database_url, env) as client:
         state = client.get_user_subscription_state(user_id)
     if as_json:
-        _print_json(state)
+        print_json(state)
         return
     spend = "yes" if state.can_use_credits else f"no ({state.reason})"
     typer.echo(f"user              {state.user_id}")
@@ -70,10 +57,10 @@ def credits_show(
     env: EnvName = None,
 ) -> None:
     """Show a user's credit balance."""
-    with _client(database_url, env) as client:
+    with open_client(database_url, env) as client:
         balance = client.credit_balance(user_id)
     if as_json:
-        _print_json({"user_id": user_id, "balance": balance})
+        print_json({"user_id": user_id, "balance": balance})
     else:
         typer.echo(f"{user_id}: {balance} credits")
 
@@ -87,10 +74,10 @@ def credits_history(
     env: EnvName = None,
 ) -> None:
     """Show a user's ledger entries (credit_transactions), newest first."""
-    with _client(database_url, env) as client:
+    with open_client(database_url, env) as client:
         entries = client.credit_history(user_id, limit)
     if as_json:
-        _print_json([dataclasses.asdict(e) for e in entries])
+        print_json([dataclasses.asdict(e) for e in entries])
         return
     if not entries:
         typer.echo(f"{user_id}: no ledger entries")
@@ -115,10 +102,10 @@ def credits_grant(
     env: EnvName = None,
 ) -> None:
     """Grant (or remove) credits manually: an 'adjustment' ledger entry (grant_credits)."""
-    with _client(database_url, env) as client:
+    with open_client(database_url, env) as client:
         result = client.grant_credits(user_id, amount, reason, idempotency_key)
     if as_json:
-        _print_json(result)
+        print_json(result)
     elif result.success:
         again = " (already granted with this key)" if result.replayed else ""
         typer.echo(f"{user_id}: {amount:+} credits, balance {result.balance}{again}")
@@ -131,10 +118,10 @@ def credits_grant(
 @plans_app.command("list")
 def plans_list(as_json: AsJson = False, database_url: DatabaseUrl = None, env: EnvName = None) -> None:
     """List the plans."""
-    with _client(database_url, env) as client:
+    with open_client(database_url, env) as client:
         plans = client.list_plans()
     if as_json:
-        _print_json([p.raw for p in plans])
+        print_json([p.raw for p in plans])
         return
     if not plans:
         typer.echo("no plans yet: add one with `billingdb plans set PRICE_ID --name NAME --credits N`")
@@ -164,12 +151,12 @@ def plans_set(
     env: EnvName = None,
 ) -> None:
     """Create or update the plan of a Stripe price (set_plan)."""
-    with _client(database_url, env) as client:
+    with open_client(database_url, env) as client:
         plan = client.set_plan(price_id, name, credits, reset_each_period=reset_each_period,
                                amount_cents=amount_cents, currency=currency, billing_interval=interval,
                                active=active)
     if as_json:
-        _print_json(plan)
+        print_json(plan)
     else:
         verb = "created" if plan.created else "updated"
         typer.echo(f"{verb} plan {plan.price_id}: {plan.name}, {plan.credits_per_period} credits per "
@@ -179,10 +166,10 @@ def plans_set(
 @cache_app.command("status")
 def cache_status(as_json: AsJson = False, database_url: DatabaseUrl = None, env: EnvName = None) -> None:
     """Cache health (get_subscription_cache_status)."""
-    with _client(database_url, env) as client:
+    with open_client(database_url, env) as client:
         status = client.get_subscription_cache_status()
     if as_json:
-        _print_json(status)
+        print_json(status)
         return
     rate = f"{status.hit_rate:.1%}" if status.hit_rate is not None else "no reads yet"
     age = f"{status.average_age_seconds:.0f} s" if status.average_age_seconds is not None else "-"
@@ -203,7 +190,7 @@ def cache_clear(
     env: EnvName = None,
 ) -> None:
     """Delete every cache row (and reset the hit counters), or only expired ones; reads rebuild it."""
-    with _client(database_url, env) as client:
+    with open_client(database_url, env) as client:
         if expired_only:
             typer.echo(f"deleted {client.clear_expired_subscription_cache()} expired cache rows")
         else:
@@ -213,11 +200,11 @@ def cache_clear(
 @cache_app.command("cleanup")
 def cache_cleanup(as_json: AsJson = False, database_url: DatabaseUrl = None, env: EnvName = None) -> None:
     """Delete expired cache rows now and record the run (pg_cron job subscription_cache_cleanup does it every minute)."""
-    with _client(database_url, env) as client:
+    with open_client(database_url, env) as client:
         deleted = client.clear_expired_subscription_cache()
         run = client.get_cache_cleanup_history(1)[0]
     if as_json:
-        _print_json(run)
+        print_json(run)
     else:
         typer.echo(f"deleted {deleted} expired cache rows in {run.duration_ms:.3f} ms")
 
@@ -230,10 +217,10 @@ def cache_history(
     env: EnvName = None,
 ) -> None:
     """The last cache cleanup runs (get_cache_cleanup_history): when, rows deleted, duration."""
-    with _client(database_url, env) as client:
+    with open_client(database_url, env) as client:
         runs = client.get_cache_cleanup_history(limit)
     if as_json:
-        _print_json([dataclasses.asdict(r) for r in runs])
+        print_json([dataclasses.asdict(r) for r in runs])
         return
     if not runs:
         typer.echo("no cache cleanup has run yet (billingdb cache cleanup, or pg_cron job subscription_cache_cleanup)")

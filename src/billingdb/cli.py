@@ -1,9 +1,10 @@
 """The ``billingdb`` command line (Typer).
 
-Every command that touches a database takes ``--database-url`` and ``--env``;
-without them it uses DATABASE_URL, then the embedded PostgreSQL. Errors are one
-line on stderr: exit 2 when the database cannot be chosen or reached, 1 for
-other failures.
+Every command that touches a database takes ``--database-url`` and ``--env``
+(flags beat DATABASE_URL, which beats billingdb.toml's default_environment,
+which beats the embedded PostgreSQL). Errors are one line on stderr: exit 2
+when the database cannot be chosen or reached, a migration or downgrade is
+refused or fails, 1 for other failures.
 """
 
 from __future__ import annotations
@@ -12,24 +13,28 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
+import psycopg
 import typer
+from sqlalchemy.exc import DBAPIError
 
 from billingdb import config, db, embedded
-from billingdb.errors import BillingError, ConfigurationError, DatabaseUnavailable
 from billingdb.billing_cli import cache_app, credits_app, plans_app, state_command
-from billingdb.cli_options import DatabaseUrl, EnvName
+from billingdb.cli_options import DatabaseUrl, EnvName, choose
+from billingdb.errors import BillingError, ConfigurationError, DatabaseUnavailable, DowngradeRefused
 from billingdb.events_cli import events_app, serve_command
+from billingdb.migrate import one_line_error
 from billingdb.operations_cli import health_command, maintenance_app, reconcile_command
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(
+app = typer.Typer(rich_markup_mode=None, 
     help="billingdb: Stripe subscriptions and prepaid credits inside PostgreSQL.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-db_app = typer.Typer(
+db_app = typer.Typer(rich_markup_mode=None, 
     help="Migrate the database (Alembic) and inspect its schema.", no_args_is_help=True
 )
 app.add_typer(db_app, name="db")
@@ -43,17 +48,17 @@ app.command("health")(health_command)
 app.command("reconcile")(reconcile_command)
 app.add_typer(maintenance_app, name="maintenance")
 
-Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation on prod.")]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (prod, or a downgrade).")]
+AllowDataLoss = Annotated[bool, typer.Option(
+    "--allow-data-loss", help="Let the downgrade drop tables that hold rows (it refuses otherwise).")]
 
 
-def _choose(database_url: str | None, env: str | None) -> config.DatabaseChoice:
-    return config.choose_database(database_url, env)
-
-
-def _alembic(choice: config.DatabaseChoice):  # type: ignore[no-untyped-def]
+def _alembic(choice: config.DatabaseChoice, allow_data_loss: bool = False):  # type: ignore[no-untyped-def]
     from billingdb.migrate import alembic_config
 
-    return alembic_config(url=choice.url)
+    cfg = alembic_config(url=choice.url)
+    cfg.attributes["allow_data_loss"] = allow_data_loss
+    return cfg
 
 
 def _check_connects(choice: config.DatabaseChoice) -> None:
@@ -61,11 +66,17 @@ def _check_connects(choice: config.DatabaseChoice) -> None:
         pass
 
 
-def _confirm(choice: config.DatabaseChoice, action: str, yes: bool) -> None:
-    if choice.is_prod and not yes:
+def _confirm(choice: config.DatabaseChoice, action: str, yes: bool, always: bool = False) -> None:
+    """Ask before acting on prod (or, with ``always``, anywhere); --yes answers for the DBA."""
+    if (choice.is_prod or always) and not yes:
         typer.echo(f"About to {action} on {choice.source}.", err=True)
-        if not typer.confirm("Continue?", default=False, err=True):
-            typer.echo("aborted: nothing was changed", err=True)
+        try:
+            answer = typer.confirm("Continue?", default=False, err=True)
+        except (click.exceptions.Abort, typer.Abort):  # no terminal, or end of input: the answer is no
+            answer = False
+            typer.echo("", err=True)
+        if not answer:
+            typer.echo("aborted: nothing was changed (answer y, or pass --yes)", err=True)
             raise typer.Exit(1)
 
 
@@ -76,31 +87,86 @@ def db_upgrade(
     env: EnvName = None,
     yes: Yes = False,
 ) -> None:
-    """Upgrade the database to REVISION (default: head)."""
+    """Upgrade the database to REVISION (default: head), in one transaction."""
     from alembic import command
 
-    choice = _choose(database_url, env)
+    choice = choose(database_url, env)
     _confirm(choice, f"upgrade to {revision}", yes)
     _check_connects(choice)
     command.upgrade(_alembic(choice), revision)
     typer.echo(f"upgraded {choice.source} to {revision}")
 
 
-@db_app.command("downgrade")
+def _current_heads(choice: config.DatabaseChoice) -> list[str]:
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import create_engine, pool
+
+    engine = create_engine(config.sqlalchemy_url(choice.url), poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return sorted(MigrationContext.configure(conn).get_current_heads())
+    finally:
+        engine.dispose()
+
+
+@db_app.command("downgrade", context_settings={"ignore_unknown_options": True})
 def db_downgrade(
-    revision: Annotated[str, typer.Argument(help="Target revision: an id, -1, or base (removes everything).")],
+    revision: Annotated[str, typer.Argument(
+        help="Target revision: an id, -1 (one revision down) or base (removes everything).")],
     database_url: DatabaseUrl = None,
     env: EnvName = None,
+    allow_data_loss: AllowDataLoss = False,
     yes: Yes = False,
 ) -> None:
-    """Downgrade the database to REVISION; `base` removes every billingdb object."""
+    """Downgrade the database to REVISION, in one transaction.
+
+    Before anything runs it prints the plan: the revisions it undoes and the tables it drops
+    with their row counts. It refuses (exit 2, nothing changed) while a table it would drop
+    holds data, unless --allow-data-loss; then it asks for confirmation (or --yes).
+    """
     from alembic import command
 
-    choice = _choose(database_url, env)
-    _confirm(choice, f"downgrade to {revision}", yes)
+    from billingdb.migrate import downgrade_plan, read_sql
+
+    choice = choose(database_url, env)
     _check_connects(choice)
-    command.downgrade(_alembic(choice), revision)
+    heads = _current_heads(choice)
+    if len(heads) > 1:
+        raise ConfigurationError(f"the database has several heads ({', '.join(heads)}): downgrade one explicitly")
+    steps = downgrade_plan(_alembic(choice), heads[0] if heads else None, revision)
+    if not steps:
+        typer.echo(f"nothing to downgrade: {choice.source} is at {heads[0] if heads else 'base'}")
+        return
+    tables = [t for step in steps for t in step.drops_tables]
+    with db.connect(choice.url) as conn:
+        counts = {r["table_name"]: r["row_count"] for r in db.run(conn, "table_row_counts", {"tables": tables})}
+    landing = steps[-1].down_revision or "base"
+    target = landing if landing == revision else f"{landing} ({revision})"
+    typer.echo(f"Downgrade plan for {choice.source}: {heads[0]} -> {target}", err=True)
+    for step in steps:
+        typer.echo(f"  undo {step.revision}  {step.title}", err=True)
+    for table in tables:
+        if table in counts:
+            rows = counts[table]
+            typer.echo(f"  drop {table:<45} {rows:>10} row{'' if rows == 1 else 's'}", err=True)
+
+    # Every refusal check of the revisions, before anything is undone.
+    with db.connect(choice.url) as conn:
+        with conn.transaction(force_rollback=True):
+            if allow_data_loss:
+                conn.execute(read_sql("revisions/allow_data_loss.sql"))  # type: ignore[arg-type]
+            for step in steps:
+                if step.guard:
+                    db.execute_file(conn, read_sql(step.guard))
+    _confirm(choice, f"downgrade to {revision} (dropping the tables above)", yes, always=bool(tables))
+    command.downgrade(_alembic(choice, allow_data_loss), revision)
     typer.echo(f"downgraded {choice.source} to {revision}")
+
+
+@db_app.command("url")
+def db_url(database_url: DatabaseUrl = None, env: EnvName = None) -> None:
+    """Print the URL of the database a command would use (the embedded one is started): psql "$(billingdb db url)"."""
+    typer.echo(choose(database_url, env).url)
 
 
 def current_revision(choice: config.DatabaseChoice) -> str:
@@ -126,7 +192,7 @@ def current_revision(choice: config.DatabaseChoice) -> str:
 @db_app.command("current")
 def db_current(database_url: DatabaseUrl = None, env: EnvName = None) -> None:
     """Show the database's revision and whether it is at head."""
-    typer.echo(current_revision(_choose(database_url, env)))
+    typer.echo(current_revision(choose(database_url, env)))
 
 
 @db_app.command("history")
@@ -181,7 +247,7 @@ def list_objects(choice: config.DatabaseChoice) -> list[str]:
 @db_app.command("objects")
 def db_objects(database_url: DatabaseUrl = None, env: EnvName = None) -> None:
     """List the tables and functions in the database, with their comments."""
-    for line in list_objects(_choose(database_url, env)):
+    for line in list_objects(choose(database_url, env)):
         typer.echo(line)
 
 
@@ -197,7 +263,7 @@ def db_snapshot(
     from billingdb import schema
     from billingdb.migrate import alembic_config
 
-    choice = _choose(database_url, env)
+    choice = choose(database_url, env)
     with schema.temporary_database(choice.url) as url:
         command.upgrade(alembic_config(url=url), "head")
         with db.connect(url) as conn:
@@ -223,7 +289,7 @@ def demo_command(database_url: DatabaseUrl = None, env: EnvName = None) -> None:
     """Migrate the (embedded) database to head and show what billingdb created."""
     from billingdb import demo
 
-    demo.run(_choose(database_url, env))
+    demo.run(choose(database_url, env))
 
 
 def _fail(message: str, code: int) -> None:
@@ -237,6 +303,13 @@ def main(argv: list[str] | None = None) -> Any:
         return app(args=argv, standalone_mode=True)
     except (ConfigurationError, DatabaseUnavailable) as exc:
         _fail(str(exc), 2)
+    except DowngradeRefused as exc:
+        hint = f"; hint: {exc.hint}" if getattr(exc, "hint", None) else ""
+        _fail(f"{exc} (SQLSTATE {exc.sqlstate}); nothing was changed{hint}", 2)
     except BillingError as exc:
         code = f" [{exc.sqlstate}]" if exc.sqlstate else ""
         _fail(f"{exc}{code}", 1)
+    except psycopg.Error as exc:
+        _fail(one_line_error(exc), 2)
+    except DBAPIError as exc:
+        _fail(one_line_error(exc.orig or exc), 2)

@@ -1,20 +1,50 @@
-"""Options shared by every ``billingdb`` command that talks to a database."""
+"""What every ``billingdb`` command shares: the database options, choosing the database, a client, JSON output."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import dataclasses
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
 
 import typer
 
-__all__ = ["DatabaseUrl", "EnvName", "AsJson"]
+from billingdb import config
+from billingdb.client import BillingClient
+
+__all__ = ["DatabaseUrl", "EnvName", "AsJson", "choose", "open_client", "print_json"]
 
 DatabaseUrl = Annotated[
     str | None,
-    typer.Option("--database-url", help="PostgreSQL URL; overrides DATABASE_URL and --env.", show_default=False),
+    typer.Option("--database-url", metavar="URL", show_default=False,
+                 help="PostgreSQL URL; overrides --env, DATABASE_URL and billingdb.toml."),
 ]
 EnvName = Annotated[
     str | None,
-    typer.Option("--env", help="Environment name looked up in billingdb.toml (e.g. nonprod, prod).",
-                 show_default=False),
+    typer.Option("--env", metavar="NAME", show_default=False,
+                 help="Environment name looked up in billingdb.toml (e.g. nonprod, prod); overrides DATABASE_URL."),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+def choose(database_url: str | None, env: str | None) -> config.DatabaseChoice:
+    """The database a command uses; when a flag overrides a different DATABASE_URL, say so first (stderr)."""
+    choice = config.choose_database(database_url, env)
+    if choice.note:
+        typer.echo(f"note: {choice.note}", err=True)
+    return choice
+
+
+@contextmanager
+def open_client(database_url: str | None, env: str | None) -> Iterator[BillingClient]:
+    """A BillingClient on the chosen database."""
+    with BillingClient.connect(choose(database_url, env).url) as billing:
+        yield billing
+
+
+def print_json(value: Any) -> None:
+    """A result as indented JSON (a client dataclass as its raw result or its fields)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = getattr(value, "raw", None) or dataclasses.asdict(value)
+    typer.echo(json.dumps(value, indent=2, default=str, sort_keys=True))

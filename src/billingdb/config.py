@@ -1,13 +1,18 @@
 """Choosing the database: one function shared by the CLI, Alembic and the tests.
 
-Order of precedence:
+Order of precedence (an explicit flag beats an environment variable, which
+beats the configuration file, which beats the built-in default):
 
 1. an explicit URL (``--database-url``),
-2. the ``DATABASE_URL`` environment variable,
-3. a named environment (``--env NAME`` / ``alembic -x env=NAME``) looked up in
-   ``billingdb.toml``: its value is a URL, or the name of an environment
-   variable that holds one,
-4. the embedded PostgreSQL under ``.billingdb/`` (started on demand).
+2. a named environment given explicitly (``--env NAME`` / ``alembic -x
+   env=NAME``), looked up in ``billingdb.toml``: its value is a URL, or the
+   name of an environment variable that holds one,
+3. the ``DATABASE_URL`` environment variable,
+4. ``default_environment = "NAME"`` in ``billingdb.toml``,
+5. the embedded PostgreSQL under ``.billingdb/`` (started on demand).
+
+When an explicit flag wins over a different ``DATABASE_URL``, the choice's
+``note`` says so; the CLI prints it as its first line.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ class DatabaseChoice:
     url: str
     source: str
     env_name: str | None = None
+    #: Set when an explicit flag overrides a different DATABASE_URL: what was used and what was ignored.
+    note: str | None = None
 
     @property
     def is_prod(self) -> bool:
@@ -42,15 +49,21 @@ def config_path() -> Path:
     return Path(os.environ.get("BILLINGDB_CONFIG", CONFIG_FILE))
 
 
+def _read_config(path: Path) -> dict[str, object]:
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{path} is not valid TOML: {exc}") from None
+
+
 def _lookup_environment(name: str) -> DatabaseChoice:
     path = config_path()
     if not path.is_file():
         raise ConfigurationError(f'no environment "{name}": {path} does not exist')
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigurationError(f"{path} is not valid TOML: {exc}") from None
+    data = _read_config(path)
     environments = data.get("environments", {})
+    if not isinstance(environments, dict):
+        raise ConfigurationError(f"{path}: [environments] must be a table")
     if name not in environments:
         known = ", ".join(sorted(environments)) or "none"
         raise ConfigurationError(f'no environment "{name}" in {path} (known: {known})')
@@ -76,16 +89,32 @@ def choose_database(
     start_embedded: bool = True,
 ) -> DatabaseChoice:
     """Return the database to use, following the documented precedence."""
+    from_env = os.environ.get("DATABASE_URL") or None
     if database_url:
-        return DatabaseChoice(database_url, "--database-url")
-    if os.environ.get("DATABASE_URL"):
-        return DatabaseChoice(os.environ["DATABASE_URL"], "DATABASE_URL")
+        return _noting(DatabaseChoice(database_url, "--database-url"), from_env)
     if env:
-        return _lookup_environment(env)
+        return _noting(_lookup_environment(env), from_env)
+    if from_env:
+        return DatabaseChoice(from_env, "DATABASE_URL")
+    path = config_path()
+    if path.is_file():
+        default = _read_config(path).get("default_environment")
+        if default is not None:
+            if not isinstance(default, str) or not default:
+                raise ConfigurationError(f"{path}: default_environment must be an environment name")
+            return _lookup_environment(default)
     from billingdb import embedded
 
     url = embedded.url(start=start_embedded)
     return DatabaseChoice(url, f"embedded PostgreSQL in {embedded.data_dir()}")
+
+
+def _noting(choice: DatabaseChoice, from_env: str | None) -> DatabaseChoice:
+    """The choice, with a note when DATABASE_URL is set to another database (and so ignored)."""
+    if from_env is None or from_env == choice.url:
+        return choice
+    note = f"using {choice.source}; DATABASE_URL is set to another database and is ignored"
+    return DatabaseChoice(choice.url, choice.source, choice.env_name, note)
 
 
 def sqlalchemy_url(url: str) -> str:

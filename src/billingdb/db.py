@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 from billingdb.errors import DatabaseUnavailable, translate
 from billingdb.paths import SQL_DIR
 
-__all__ = ["connect", "query", "run", "queries"]
+__all__ = ["connect", "query", "run", "queries", "execute_file"]
 
 _NAME = re.compile(r"^--\s*name:\s*(\S+)\s*$", re.MULTILINE)
 
@@ -66,3 +66,11 @@ def query(conn: psycopg.Connection[Any], name: str, params: Any = None) -> Any:
     if not rows:
         return None
     return next(iter(rows[0].values()))
+
+
+def execute_file(conn: psycopg.Connection[Any], sql: str) -> None:
+    """Execute the text of a ``.sql`` file (several statements, no parameters); errors translated."""
+    try:
+        conn.execute(sql.encode())  # bytes: sent as is, with the simple query protocol
+    except psycopg.Error as exc:
+        raise translate(exc) from exc

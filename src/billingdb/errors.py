@@ -28,6 +28,7 @@ __all__ = [
     "LedgerAppendOnly",
     "UnknownStripeEvent",
     "CronUnavailable",
+    "CronNotPermitted",
     "UnknownCreditHold",
     "CreditHoldSettled",
     "DowngradeRefused",
@@ -130,6 +131,12 @@ class CronUnavailable(BillingError):
     sqlstate = "BD050"
 
 
+class CronNotPermitted(BillingError):
+    """pg_cron is installed but the owner may not use it: no USAGE on schema cron (SQLSTATE BD051)."""
+
+    sqlstate = "BD051"
+
+
 class UnknownCreditHold(BillingError):
     """A credit hold id that does not exist (SQLSTATE BD070)."""
 
@@ -144,7 +151,7 @@ class CreditHoldSettled(BillingError):
 
 
 class DowngradeRefused(BillingError):
-    """A downgrade that would lose data the previous revision cannot hold (SQLSTATE BD072)."""
+    """A downgrade that would drop tables holding rows, without --allow-data-loss (SQLSTATE BD072)."""
 
     sqlstate = "BD072"
 
@@ -174,10 +181,12 @@ SQLSTATES: dict[str, tuple[type[BillingError], str]] = {
     "BD014": (LedgerAppendOnly, "credit_transactions is append-only: correct with a new entry"),
     "BD030": (UnknownStripeEvent, "unknown Stripe event: no event with that id was received"),
     "BD050": (CronUnavailable, "pg_cron is not installed in this database: use `billingdb maintenance run`"),
+    "BD051": (CronNotPermitted, "pg_cron is installed but this role may not use it: GRANT USAGE ON SCHEMA cron"),
     "BD070": (UnknownCreditHold, "unknown credit hold id"),
     "BD071": (CreditHoldSettled, "the credit hold is already settled: a released or expired hold cannot be "
               "committed, a committed one cannot be released"),
-    "BD072": (DowngradeRefused, "downgrade refused: the previous revision cannot hold data this one wrote"),
+    "BD072": (DowngradeRefused, "downgrade refused: it would drop tables that hold rows (back them up, or allow the "
+              "data loss explicitly)"),
 }
 
 

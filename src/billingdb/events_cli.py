@@ -29,13 +29,13 @@ from typing import Annotated, Any
 
 import typer
 
-from billingdb import config, db, webhooks
-from billingdb.cli_options import AsJson, DatabaseUrl, EnvName
+from billingdb import db, webhooks
+from billingdb.cli_options import AsJson, DatabaseUrl, EnvName, choose, print_json
 from billingdb.errors import ConfigurationError
 
 __all__ = ["events_app", "serve_command", "read_event_files", "parse_since"]
 
-events_app = typer.Typer(
+events_app = typer.Typer(rich_markup_mode=None, 
     help="Stripe webhook events: list, show, retry, replay (process_stripe_event).", no_args_is_help=True
 )
 
@@ -60,8 +60,6 @@ def parse_since(value: str | None, now: datetime | None = None) -> datetime | No
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _choose(database_url: str | None, env: str | None) -> config.DatabaseChoice:
-    return config.choose_database(database_url, env)
 
 
 def _short(text: Any, width: int) -> str:
@@ -69,8 +67,6 @@ def _short(text: Any, width: int) -> str:
     return s if len(s) <= width else s[: width - 1] + "…"
 
 
-def _print_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2, default=str))
 
 
 @events_app.command("list")
@@ -87,11 +83,11 @@ def list_events(
     if failed and pending:
         raise typer.BadParameter("--failed and --pending exclude each other")
     status = "failed" if failed else "pending" if pending else None
-    with db.connect(_choose(database_url, env).url) as conn:
+    with db.connect(choose(database_url, env).url) as conn:
         rows = db.run(conn, "list_stripe_events",
                       {"status": status, "since": parse_since(since), "max_rows": limit})
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     if not rows:
         typer.echo("no events")
@@ -112,14 +108,14 @@ def show_event(
     env: EnvName = None,
 ) -> None:
     """Show one event: its processing record and payload."""
-    with db.connect(_choose(database_url, env).url) as conn:
+    with db.connect(choose(database_url, env).url) as conn:
         rows = db.run(conn, "get_stripe_event", {"event_id": event_id})
     if not rows:
         typer.echo(f"error: no event {event_id}", err=True)
         raise typer.Exit(1)
     row = rows[0]
     if as_json:
-        _print_json(row)
+        print_json(row)
         return
     for key, value in row.items():
         if key != "payload":
@@ -144,7 +140,7 @@ def retry_events(
     """Re-process a failed or pending event from its stored payload (retry_stripe_event)."""
     if (event_id is None) == (not all_failed):
         raise typer.BadParameter("give an event ID or --all-failed (not both)")
-    with db.connect(_choose(database_url, env).url) as conn:
+    with db.connect(choose(database_url, env).url) as conn:
         if event_id is not None:
             result = db.query(conn, "retry_stripe_event", {"event_id": event_id})
             typer.echo(_report(result))
@@ -203,23 +199,32 @@ def replay_events(
     items = list(read_event_files(files))
     counts: Counter[str] = Counter()
     problems: list[str] = []
-    with db.connect(_choose(database_url, env).url) as conn:
+    delivered: list[tuple[str, dict[str, Any]]] = []
+    with db.connect(choose(database_url, env).url) as conn:
         with typer.progressbar(items, label=f"replaying {len(items)} events", file=sys.stderr) as bar:
             for where, event in bar:
                 try:
                     if isinstance(event, webhooks.EventRejected):
                         raise event
-                    result = webhooks.process_event(conn, event)
+                    delivered.append((where, webhooks.process_event(conn, event)))
                 except webhooks.EventRejected as exc:
                     counts["invalid"] += 1
                     problems.append(f"{where}: invalid ({exc.code}): {exc}")
-                    continue
-                counts[result["status"]] += 1
-                if result["status"] not in OK_STATUSES:
-                    problems.append(f"{where}: {_report(result)}")
+        # A pending event is applied when a later one links its customer: count where each ended.
+        waiting = [r["event_id"] for _, r in delivered if r["status"] in ("pending", "failed")]
+        final = {r["stripe_event_id"]: r["status"]
+                 for r in db.run(conn, "stripe_event_statuses", {"event_ids": waiting})} if waiting else {}
+    resolved = 0
+    for where, result in delivered:
+        status = final.get(result["event_id"], result["status"])
+        resolved += status != result["status"]
+        counts[status] += 1
+        if status not in OK_STATUSES:
+            problems.append(f"{where}: {_report({**result, 'status': status})}")
     for line in problems:
         typer.echo(line, err=True)
-    typer.echo(_summary(counts, len(items)))
+    note = f" ({resolved} of them pending on delivery, applied when their customer was linked)" if resolved else ""
+    typer.echo(_summary(counts, len(items)) + note)
     raise typer.Exit(0 if not problems else 1)
 
 
@@ -259,7 +264,7 @@ def serve_command(
     secrets = tuple(webhook_secret or ()) or webhooks.secrets_from_env(os.environ.get("STRIPE_WEBHOOK_SECRET"))
     if not secrets:
         raise ConfigurationError("no webhook secret: set STRIPE_WEBHOOK_SECRET or pass --webhook-secret")
-    choice = _choose(database_url, env)
+    choice = choose(database_url, env)
     settings = service.ServiceSettings(
         database_url=choice.url,
         webhook=webhooks.WebhookConfig(secrets=secrets, max_body=max_body),

@@ -2,14 +2,15 @@
 
 A revision is a thin Python file that names the ``.sql`` files it applies
 (``apply_sql``); each file is pinned to that revision and never edited later
-(guide section 3). Every revision starts by setting ``lock_timeout`` and
-``statement_timeout`` for its own transaction.
+and never edited once released. Every revision starts by setting
+``lock_timeout`` and ``statement_timeout``; a migration command runs as one
+transaction (migrations/env.py).
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from alembic import context, op
@@ -17,7 +18,10 @@ from alembic.config import Config
 
 from billingdb.paths import ALEMBIC_INI, MIGRATIONS_DIR, SQL_DIR
 
-__all__ = ["alembic_config", "apply_sql", "read_sql"]
+__all__ = [
+    "alembic_config", "apply_sql", "read_sql", "migration_lock_sql", "allow_data_loss_sql", "one_line_error",
+    "DowngradeStep", "downgrade_plan",
+]
 
 SETTINGS_FILE = "revisions/settings.sql"
 
@@ -27,7 +31,10 @@ _log = logging.getLogger("alembic.runtime.migration")
 
 
 def _log_notice(diag: Any) -> None:
-    _log.info("%s: %s", diag.severity, diag.message_primary)
+    if diag.message_hint:
+        _log.info("%s: %s\nHINT: %s", diag.severity, diag.message_primary, diag.message_hint)
+    else:
+        _log.info("%s: %s", diag.severity, diag.message_primary)
 
 
 def alembic_config(url: str | None = None, env: str | None = None) -> Config:
@@ -77,5 +84,62 @@ def apply_sql(*relatives: str) -> None:
         _execute(read_sql(relative))
 
 
-def revision_files() -> list[Path]:
-    return sorted((MIGRATIONS_DIR / "versions").glob("*.py"))
+def migration_lock_sql() -> str:
+    """The advisory lock every migration command takes first (sql/revisions/lock.sql)."""
+    return read_sql("revisions/lock.sql")
+
+
+def allow_data_loss_sql() -> str:
+    """The setting that lets a downgrade drop tables holding rows (sql/revisions/allow_data_loss.sql)."""
+    return read_sql("revisions/allow_data_loss.sql")
+
+
+def one_line_error(exc: Any, then: str = "") -> str:
+    """A database error as one line: its message and SQLSTATE, ``then`` (e.g. "nothing was changed"), its hint."""
+    diag = getattr(exc, "diag", None)
+    text = getattr(diag, "message_primary", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    sqlstate = getattr(exc, "sqlstate", None)
+    hint = getattr(diag, "message_hint", None)
+    return (text + (f" (SQLSTATE {sqlstate})" if sqlstate else "") + (f"; {then}" if then else "")
+            + (f"; hint: {hint}" if hint else ""))
+
+
+@dataclass(frozen=True)
+class DowngradeStep:
+    """One revision a downgrade undoes: its id, title, refusal check and the tables it drops."""
+
+    revision: str
+    down_revision: str | None
+    title: str
+    guard: str | None
+    drops_tables: tuple[str, ...]
+
+
+def downgrade_plan(cfg: Config, current: str | None, target: str) -> list[DowngradeStep]:
+    """The revisions a downgrade from ``current`` to ``target`` (an id, ``base`` or ``-N``) undoes, newest first."""
+    from alembic.script import ScriptDirectory
+
+    from billingdb.errors import ConfigurationError
+
+    script = ScriptDirectory.from_config(cfg)
+    relative = target.startswith("-") and target[1:].isdigit()
+    if target not in ("base", "head") and not relative and script.get_revision(target) is None:
+        raise ConfigurationError(f"unknown revision {target!r} (see billingdb db history)")
+    steps: list[DowngradeStep] = []
+    revision = script.get_revision(current) if current else None
+    stop = None if target == "base" or relative else target
+    while revision is not None and revision.revision != stop:
+        if relative and len(steps) == int(target[1:]):
+            break
+        module = revision.module
+        title = (revision.doc or "").strip().splitlines()[0] if revision.doc else ""
+        down = revision.down_revision
+        steps.append(DowngradeStep(revision.revision, down if isinstance(down, str) else None, title,
+                                   getattr(module, "DOWNGRADE_GUARD", None),
+                                   tuple(getattr(module, "DROPS_TABLES", ()))))
+        revision = script.get_revision(down) if isinstance(down, str) else None
+    if relative and len(steps) < int(target[1:]):
+        raise ConfigurationError(f"cannot go {target} revisions down from {current or 'base'}")
+    if stop is not None and revision is None and current is not None:
+        raise ConfigurationError(f"revision {target} is not below the current revision {current}")
+    return steps

@@ -20,35 +20,24 @@ service can run them.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
 
-from billingdb import config
-from billingdb.cli_options import AsJson, DatabaseUrl, EnvName
-from billingdb.client import BillingClient
+from billingdb.cli_options import AsJson, DatabaseUrl, EnvName, open_client, print_json
 from billingdb.errors import CronUnavailable
 from billingdb.events_cli import parse_since
 
 __all__ = ["health_command", "reconcile_command", "maintenance_app"]
 
-maintenance_app = typer.Typer(
+maintenance_app = typer.Typer(rich_markup_mode=None, 
     help="Maintenance jobs: run them once, or schedule them in pg_cron.", no_args_is_help=True
 )
 
 
-@contextmanager
-def _client(database_url: str | None, env: str | None) -> Iterator[BillingClient]:
-    with BillingClient.connect(config.choose_database(database_url, env).url) as client:
-        yield client
 
 
-def _print_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2, default=str, sort_keys=True))
 
 
 def _number(value: Any, unit: str) -> str:
@@ -60,15 +49,15 @@ def _number(value: Any, unit: str) -> str:
 
 def health_command(as_json: AsJson = False, database_url: DatabaseUrl = None, env: EnvName = None) -> None:
     """Run the runbook's monitoring checks; exit 1 when a success metric is breached (named), 2 if unreachable."""
-    with _client(database_url, env) as client:
+    with open_client(database_url, env) as client:
         report = client.billing_health()
     if as_json:
-        _print_json(report)
+        print_json(report)
     else:
         breaches = report["breaches"]
         typer.echo("healthy" if report["healthy"] else f"UNHEALTHY: {len(breaches)} breached: {', '.join(breaches)}")
         for check in report["checks"]:
-            status = {"ok": "ok", "breach": "BREACH", "no_data": "no data"}[check["status"]]
+            status = {"ok": "ok", "breach": "BREACH", "no_data": "no data", "pending": "pending"}[check["status"]]
             need = f"{check['comparison']} {_number(check['threshold'], check['unit'])}"
             typer.echo(f"  {status:<8} {check['name']:<25} {_number(check['value'], check['unit']):>10}  "
                        f"(need {need}): {check['detail']}")
@@ -94,12 +83,12 @@ def reconcile_command(
 ) -> None:
     """The weekly check: per user allocated / used / balance, paid invoices without credits; exit 1 on a finding."""
     cutoff = None if since.strip().lower() == "all" else parse_since(since)
-    with _client(database_url, env) as client:
+    with open_client(database_url, env) as client:
         rows = client.reconcile_credits(cutoff)
         unallocated = client.unallocated_paid_invoices(cutoff)
     findings = [r for r in rows if r["findings"]]
     if as_json:
-        _print_json({"since": cutoff, "users": rows, "findings": len(findings) + len(unallocated),
+        print_json({"since": cutoff, "users": rows, "findings": len(findings) + len(unallocated),
                      "unallocated_invoices": unallocated})
     else:
         label = f"since {cutoff:%Y-%m-%d %H:%M:%S %Z}" if cutoff else "over all time"
@@ -141,14 +130,14 @@ def maintenance_run(
     expired credit holds released."""
     older_than = timedelta(days=retention_days) if retention_days is not None else None
     started = datetime.now(UTC)
-    with _client(database_url, env) as client:
+    with open_client(database_url, env) as client:
         deleted = client.clear_expired_subscription_cache()
         run = client.get_cache_cleanup_history(1)[0]
         purged = client.purge_stripe_events(older_than, batch_size)
         trimmed = client.trim_cron_job_run_details()
         released = client.release_expired_credit_holds()
     if as_json:
-        _print_json({
+        print_json({
             "started_at": started,
             "cache_rows_deleted": deleted,
             "cache_cleanup_ms": run.duration_ms,
@@ -181,7 +170,7 @@ def _cron_error(exc: CronUnavailable) -> None:
 def maintenance_schedule(database_url: DatabaseUrl = None, env: EnvName = None) -> None:
     """Schedule (or update) billingdb's jobs in pg_cron, which must be installed in this database."""
     try:
-        with _client(database_url, env) as client:
+        with open_client(database_url, env) as client:
             jobs = client.schedule_billing_jobs()
     except CronUnavailable as exc:
         _cron_error(exc)
@@ -194,7 +183,7 @@ def maintenance_schedule(database_url: DatabaseUrl = None, env: EnvName = None) 
 def maintenance_unschedule(database_url: DatabaseUrl = None, env: EnvName = None) -> None:
     """Remove billingdb's jobs from pg_cron (their run history stays)."""
     try:
-        with _client(database_url, env) as client:
+        with open_client(database_url, env) as client:
             jobs = client.unschedule_billing_jobs()
     except CronUnavailable as exc:
         _cron_error(exc)
@@ -208,10 +197,10 @@ def maintenance_unschedule(database_url: DatabaseUrl = None, env: EnvName = None
 @maintenance_app.command("status")
 def maintenance_status(as_json: AsJson = False, database_url: DatabaseUrl = None, env: EnvName = None) -> None:
     """billingdb's pg_cron jobs: scheduled or not, and their last run."""
-    with _client(database_url, env) as client:
+    with open_client(database_url, env) as client:
         jobs = client.billing_cron_jobs()
     if as_json:
-        _print_json(jobs)
+        print_json(jobs)
         return
     for job in jobs:
         if job["jobid"] is None:

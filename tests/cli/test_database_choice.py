@@ -42,12 +42,34 @@ def test_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("NONPROD_URL", "postgresql://nonprod.example/db")
     monkeypatch.setenv("DATABASE_URL", "postgresql://from-env.example/db")
-    assert choose_database("postgresql://flag.example/db", "prod").url == "postgresql://flag.example/db"
-    assert choose_database(None, "prod").url == "postgresql://from-env.example/db"
-    monkeypatch.delenv("DATABASE_URL")
-    assert choose_database(None, "nonprod").url == "postgresql://nonprod.example/db"
+    # An explicit flag beats DATABASE_URL, and says so.
+    flag = choose_database("postgresql://flag.example/db", "prod")
+    assert flag.url == "postgresql://flag.example/db" and "DATABASE_URL" in (flag.note or "")
     prod = choose_database(None, "prod")
     assert prod.url == "postgresql://prod.example/db" and prod.is_prod
+    assert prod.note == 'using environment "prod" in billingdb.toml; DATABASE_URL is set to another database ' \
+        "and is ignored"
+    # DATABASE_URL beats the configuration file's default.
+    (tmp_path / "billingdb.toml").write_text(
+        'default_environment = "nonprod"\n[environments]\nnonprod = "NONPROD_URL"\n'
+    )
+    env = choose_database(None, None)
+    assert env.url == "postgresql://from-env.example/db" and env.source == "DATABASE_URL" and env.note is None
+    monkeypatch.delenv("DATABASE_URL")
+    assert choose_database(None, None).url == "postgresql://nonprod.example/db"
+    assert choose_database(None, "nonprod").url == "postgresql://nonprod.example/db"
+
+
+def test_env_prod_beats_database_url_and_asks(tmp_path: Path, empty_database_url: str) -> None:
+    """Finding 4: with DATABASE_URL exported, --env prod migrated DATABASE_URL and skipped the confirmation."""
+    (tmp_path / "billingdb.toml").write_text('[environments]\nprod = "PROD_DATABASE_URL"\n')
+    env = {"PROD_DATABASE_URL": empty_database_url, "DATABASE_URL": BAD_URL}
+    refused = _billingdb("db", "upgrade", "--env", "prod", cwd=tmp_path, env=env, stdin="n\n")
+    lines = refused.stderr.splitlines()
+    assert lines[0] == 'note: using environment "prod" ($PROD_DATABASE_URL); DATABASE_URL is set to another ' \
+        "database and is ignored", refused.stderr
+    assert "Continue?" in refused.stderr and refused.returncode == 1
+    assert not _version_table_exists(empty_database_url)
 
 
 @pytest.mark.parametrize(

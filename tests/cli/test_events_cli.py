@@ -41,7 +41,7 @@ def test_replay_files_then_list_show(conn, database_url: str, tmp_path: Path) ->
     lines.write_text("\n".join(json.dumps(e) for e in events[3:]) + "\n")
     result = _run(database_url, "events", "replay", str(single), str(array), str(lines))
     assert result.exit_code == 0, result.output
-    assert "5 events: 1 processed, 4 pending" in result.output
+    assert "5 events: 5 processed (4 of them pending on delivery, applied when their customer was linked)" in result.output
     state = world_state(conn, w.user_id, w.customer_id)
     assert state["balance"] == 30 and state["events_not_done"] == 0
 

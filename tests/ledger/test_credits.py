@@ -685,6 +685,8 @@ INTERNAL_INVOKERS = {
     "_store_subscription_cache(text,jsonb)",
     "_stripe_invoice_credits(jsonb)",
     "_try_lock_user(text)",
+    # Called by `billingdb db downgrade` as the owner (the plan's row counts), not by an entry point.
+    "_row_counts(text[])",
 }
 
 SAFE_PATH = ["search_path=pg_catalog, pg_temp"]

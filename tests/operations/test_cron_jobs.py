@@ -72,7 +72,7 @@ def test_upgrade_without_pg_cron_notices_and_schedules_nothing(empty_database_ur
         jobs = c.execute("SELECT job_name, jobid FROM public.billing_cron_jobs()").fetchall()
         assert {j["job_name"] for j in jobs} == JOBS and all(j["jobid"] is None for j in jobs)
         assert schema.render(schema.snapshot(c)) == SNAPSHOT.read_text()
-    downgraded = _billingdb("db", "downgrade", "base", "--database-url", empty_database_url)
+    downgraded = _billingdb("db", "downgrade", "base", "--database-url", empty_database_url, "--yes")
     assert downgraded.returncode == 0, downgraded.stderr
     assert "no job to unschedule" in downgraded.stderr
 
@@ -101,6 +101,12 @@ def test_jobs_are_scheduled_run_and_removed_in_the_cron_database(pg_server_url: 
             assert jobs["subscription_cache_cleanup"]["command"] == "SELECT public.clear_expired_subscription_cache()"
             assert jobs["stripe_events_purge"]["command"] == "SELECT public.purge_stripe_events_batch()"
             assert all(j["database"] == cron_db and j["active"] for j in jobs.values())
+            # Scheduled, not run yet: the cleanup's health is pending, not a breach.
+            health = conn.execute("SELECT public.billing_health() AS h").fetchone()["h"]
+            cleanup = next(c for c in health["checks"] if c["name"] == "cache_cleanup")
+            assert cleanup["status"] in {"pending", "ok"}, cleanup
+            if cleanup["status"] == "pending":
+                assert "first run is pending" in cleanup["detail"] and "never" not in cleanup["detail"]
             # pg_cron's jobs are data in its own schema: the public schema equals the committed snapshot.
             assert schema.render(schema.snapshot(conn)) == SNAPSHOT.read_text()
 
@@ -180,9 +186,87 @@ def test_jobs_are_scheduled_run_and_removed_in_the_cron_database(pg_server_url: 
         finally:
             if conn.execute("SELECT to_regclass('public.alembic_version') AS t").fetchone()["t"]:
                 try:
+                    cfg.attributes["allow_data_loss"] = True
                     command.downgrade(cfg, "base")
                 finally:
                     conn.execute("DROP TABLE IF EXISTS public.alembic_version")
             if not had_cron:
                 conn.execute("DROP EXTENSION IF EXISTS pg_cron")
             conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+
+
+def _owner_url(server_url: str, dbname: str, role: str, password: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(server_url)
+    params.update(user=role, password=password)
+    return schema.database_url(make_conninfo(**{k: v for k, v in params.items() if v is not None}), dbname)
+
+
+def test_a_non_superuser_owner_migrates_with_and_without_cron_usage(pg_server_url: str) -> None:
+    """Finding 6: where the migrating role had no USAGE on schema cron, the upgrade crashed half-way.
+
+    The owner is a plain role (CREATEROLE, CREATE on the cron database and its public schema), as a DBA
+    would create one. Without USAGE on cron the upgrade completes, schedules nothing and names the GRANT;
+    with it, the jobs are scheduled as that role and really run.
+    """
+    with psycopg.connect(pg_server_url, autocommit=True) as c:
+        cron_db = c.execute("SELECT current_setting('cron.database_name', true)").fetchone()[0]
+    if not cron_db:
+        _skip_or_fail("pg_cron is not preloaded on this server (shared_preload_libraries)")
+    role, password = "billingdb_owner_ci", "owner-ci-password"
+    admin_url = schema.database_url(pg_server_url, cron_db)
+    owner_url = _owner_url(pg_server_url, cron_db, role, password)
+    with psycopg.connect(admin_url, autocommit=True, row_factory=dict_row) as admin:
+        admin.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+        if admin.execute("SELECT to_regclass('public.alembic_version') AS t").fetchone()["t"]:
+            _skip_or_fail(f"database {cron_db} already holds an Alembic version table: not touching it")
+        had_cron = admin.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_cron'").fetchone() is not None
+        require_extension(admin, "pg_cron")
+        admin.execute(f"DROP ROLE IF EXISTS {role}")
+        admin.execute(f"CREATE ROLE {role} LOGIN CREATEROLE PASSWORD '{password}'")
+        admin.execute(f"GRANT CREATE ON DATABASE {cron_db} TO {role}")
+        admin.execute(f"GRANT CREATE ON SCHEMA public TO {role}")
+        try:
+            # Without USAGE on cron: the upgrade completes, schedules nothing, and says how to fix it.
+            plain = _billingdb("db", "upgrade", "--database-url", owner_url)
+            assert plain.returncode == 0, plain.stderr
+            assert "Traceback" not in plain.stderr
+            assert f"role {role} may not use pg_cron" in plain.stderr, plain.stderr
+            assert f"GRANT USAGE ON SCHEMA cron TO {role}" in plain.stderr
+            assert _jobs(admin) == {}
+            down = _billingdb("db", "downgrade", "base", "--database-url", owner_url, "--yes")
+            assert down.returncode == 0, down.stderr
+
+            # With USAGE: the jobs are scheduled as the owner, and they run.
+            admin.execute(f"GRANT USAGE ON SCHEMA cron TO {role}")
+            started = admin.execute("SELECT now() AS t").fetchone()["t"]
+            granted = _billingdb("db", "upgrade", "--database-url", owner_url)
+            assert granted.returncode == 0, granted.stderr
+            jobs = _jobs(admin)
+            assert set(jobs) == JOBS
+            owners = admin.execute("SELECT DISTINCT username FROM cron.job WHERE jobname = ANY(%s)",
+                                   (list(JOBS),)).fetchall()
+            assert owners == [{"username": role}]
+            deadline = time.monotonic() + RUN_TIMEOUT_S
+            run = None
+            while time.monotonic() < deadline and run is None:
+                time.sleep(1)
+                run = admin.execute(
+                    """SELECT d.status, d.return_message FROM cron.job_run_details AS d JOIN cron.job AS j USING (jobid)
+                       WHERE j.jobname = 'subscription_cache_cleanup' AND d.start_time >= %s
+                         AND d.status IN ('succeeded', 'failed')""",
+                    (started,),
+                ).fetchone()
+            assert run is not None and run["status"] == "succeeded", run
+            down = _billingdb("db", "downgrade", "base", "--database-url", owner_url, "--yes")
+            assert down.returncode == 0, down.stderr
+            assert _jobs(admin) == {}
+        finally:
+            if admin.execute("SELECT to_regclass('public.alembic_version') AS t").fetchone()["t"]:
+                _billingdb("db", "downgrade", "base", "--database-url", owner_url, "--yes", "--allow-data-loss")
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
+            if not had_cron:
+                admin.execute("DROP EXTENSION IF EXISTS pg_cron")
+            admin.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))

@@ -16,7 +16,6 @@ import re
 from typing import Any
 
 import psycopg
-import pytest
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from helpers import call, customer, fund, subscribe
