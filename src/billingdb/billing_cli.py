@@ -18,6 +18,9 @@ from billingdb.cli_options import AsJson, DatabaseUrl, EnvName, open_client, pri
 __all__ = ["state_command", "credits_app", "plans_app", "cache_app"]
 
 credits_app = typer.Typer(rich_markup_mode=None, help="The credit ledger: balance, history, manual grants.", no_args_is_help=True)
+#: Amounts are PostgreSQL integers: a larger number is refused here, with its range, not by the database.
+INT_MAX = 2_147_483_647
+
 plans_app = typer.Typer(rich_markup_mode=None, help="Plans: which Stripe price gives how many credits per period.", no_args_is_help=True)
 cache_app = typer.Typer(rich_markup_mode=None, help="The 5-minute subscription state cache.", no_args_is_help=True)
 
@@ -92,7 +95,8 @@ def credits_history(
 @credits_app.command("grant", context_settings={"ignore_unknown_options": True})
 def credits_grant(
     user_id: Annotated[str, typer.Argument(help="Application user id.")],
-    amount: Annotated[int, typer.Argument(help="Credits to add (negative to remove; never below zero).")],
+    amount: Annotated[int, typer.Argument(help="Credits to add (negative to remove; never below zero).",
+                                          min=-INT_MAX, max=INT_MAX)],
     reason: Annotated[str, typer.Option("--reason", help="Why (stored as the entry's description).")],
     idempotency_key: Annotated[
         str | None, typer.Option("--key", help="Idempotency key: repeating the command with it grants once.")
@@ -138,11 +142,11 @@ def plans_list(as_json: AsJson = False, database_url: DatabaseUrl = None, env: E
 def plans_set(
     price_id: Annotated[str, typer.Argument(help="Stripe price id (price_...).")],
     name: Annotated[str, typer.Option("--name", help="Plan name, e.g. Individual.")],
-    credits: Annotated[int, typer.Option("--credits", help="Credits allocated per paid period.")],
+    credits: Annotated[int, typer.Option("--credits", help="Credits allocated per paid period.", min=1, max=INT_MAX)],
     reset_each_period: Annotated[
         bool, typer.Option("--reset-each-period/--rollover", help="Unused credits expire at renewal (or roll over).")
     ] = False,
-    amount_cents: Annotated[int | None, typer.Option(help="Price in cents, e.g. 999.")] = None,
+    amount_cents: Annotated[int | None, typer.Option(help="Price in cents, e.g. 999.", min=0, max=INT_MAX)] = None,
     currency: Annotated[str | None, typer.Option(help="ISO currency, e.g. usd.")] = None,
     interval: Annotated[str | None, typer.Option(help="day, week, month or year.")] = None,
     active: Annotated[bool, typer.Option("--active/--inactive", help="Offered for new checkouts.")] = True,

@@ -56,3 +56,26 @@ def test_cache_status_and_clear(database_url: str) -> None:
     cleared = _run(database_url, "cache", "clear")
     assert "deleted 1 cache rows" in cleared.output
     assert json.loads(_run(database_url, "cache", "status", "--json").output)["total"] == 0
+
+
+def test_amounts_beyond_an_integer_are_refused_with_their_range(database_url: str, conn) -> None:  # type: ignore[no-untyped-def]
+    """Not a bare "function ... (bigint) does not exist" or "integer out of range" from the database."""
+    from helpers import contents
+
+    before = contents(conn)
+    grant = _run(database_url, "credits", "grant", "u1", "3000000000", "--reason", "too much")
+    plan = _run(database_url, "plans", "set", "price_big", "--name", "Big", "--credits", "3000000000")
+    for result in (grant, plan):
+        assert result.exit_code == 2 and "less than or equal to 2147483647" in result.output, result.output
+    assert contents(conn) == before
+    # A grant that would take a balance past an integer is the database's 22023, one line.
+    assert _run(database_url, "credits", "grant", "u1", "2000000000", "--reason", "a lot").exit_code == 0
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    over = subprocess.run([sys.executable, "-m", "billingdb", "credits", "grant", "u1", "2000000000", "--reason",
+                           "again", "--database-url", database_url], env=env, capture_output=True, text=True)
+    assert over.returncode == 1 and "Traceback" not in over.stderr, over.stderr
+    assert over.stderr.startswith("error: the balance would exceed 2147483647 credits") and "[22023]" in over.stderr

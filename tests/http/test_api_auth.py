@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import jwt
-import psycopg
 import pytest
 from api_support import (
     AUDIENCE, ISSUER, PRICE, USER, JwksStandIn, KeyPair, api_settings, auth_config, make_app, make_subscriber,
