@@ -596,7 +596,7 @@ $schedule$;
 
 -- _row_counts: what a downgrade would drop, for the DBA's plan (`billingdb db
 -- downgrade` calls it as the owner before anything runs).
-CREATE OR REPLACE FUNCTION billingdb._row_counts(tables text [])
+CREATE OR REPLACE FUNCTION billingdb._row_counts(tables text[])
 RETURNS TABLE (table_name text, row_count bigint)
 LANGUAGE plpgsql
 STABLE
@@ -616,8 +616,8 @@ BEGIN
 END
 $function$;
 
-COMMENT ON FUNCTION billingdb._row_counts(text []) IS
+COMMENT ON FUNCTION billingdb._row_counts(text[]) IS
 'Internal, for the owner. Contract: one row (table_name, row_count) per schema-qualified table name in tables that '
 'exists, in the given order, with its exact row count; names that are not tables are skipped.';
 
-REVOKE ALL ON FUNCTION billingdb._row_counts(text []) FROM public, anon, authenticated;
+REVOKE ALL ON FUNCTION billingdb._row_counts(text[]) FROM public, anon, authenticated;

@@ -23,7 +23,7 @@ END
 $unschedule$;
 
 -- The functions, in the reverse order of their creation.
-DROP FUNCTION IF EXISTS billingdb._row_counts(text []);
+DROP FUNCTION IF EXISTS billingdb._row_counts(text[]);
 DROP FUNCTION IF EXISTS public.set_billing_setting(text, text);
 DROP FUNCTION IF EXISTS public.reconcile_credits(timestamp with time zone);
 DROP FUNCTION IF EXISTS public.billing_health();
