@@ -1,6 +1,6 @@
 """``make bench``: billingdb's calls measured as ratios to pgbench on the same server.
 
-One run, one server (guide section 7): the embedded PostgreSQL started in a
+One run, one server (docs/benchmarks.md): the embedded PostgreSQL started in a
 temporary directory, or the server named by ``BILLINGDB_BENCH_DSN``. First the
 pgbench baselines (``pgbench -S`` and the default tpcb-like), then our calls,
 each driven by pgbench with a custom script from ``bench/scripts/`` in a

@@ -344,7 +344,7 @@ END
 $function$;
 
 COMMENT ON FUNCTION billingdb._spending_refusal(text, boolean, timestamptz) IS
-'Internal: the spending rule (guide section 4). Contract: null when a subscription with this status, '
+'Internal: the spending rule (docs/design.md). Contract: null when a subscription with this status, '
 'cancel_at_period_end and current_period_end may spend credits now, else the reason: no_subscription (status null); '
 'subscription_inactive (incomplete, incomplete_expired, unpaid, paused; past_due when the setting past_due_can_spend '
 'is not true; canceled without a known period end); period_ended (canceled or cancel_at_period_end, and '

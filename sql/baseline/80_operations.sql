@@ -205,7 +205,7 @@ $function$;
 COMMENT ON FUNCTION public.unschedule_billing_jobs() IS
 'Contract: unschedules billingdb''s pg_cron jobs (billing_cron_jobs()) that are scheduled in this database for the '
 'function owner and returns one row per job removed (job_name, jobid); none when nothing is scheduled. Their '
-'cron.job_run_details rows stay. Revision 0004''s downgrade calls it when pg_cron is installed. Errors: BD050 when '
+'cron.job_run_details rows stay. The baseline''s downgrade calls it when pg_cron is installed. Errors: BD050 when '
 'pg_cron is not installed in this database.';
 
 REVOKE ALL ON FUNCTION public.unschedule_billing_jobs() FROM public, anon, authenticated;

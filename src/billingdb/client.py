@@ -110,16 +110,8 @@ class Refund:
 
 
 @dataclass(frozen=True)
-class Grant:
-    success: bool
-    code: str | None = None
-    message: str | None = None
-    user_id: str | None = None
-    transaction_id: int | None = None
-    amount: int | None = None
-    balance: int | None = None
-    replayed: bool = False
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+class Grant(CreditUse):
+    """What grant_credits returns: the same fields as a usage (an adjustment instead of a usage entry)."""
 
 
 @dataclass(frozen=True)

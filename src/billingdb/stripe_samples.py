@@ -3,13 +3,12 @@
 Used by the tests (``tests/events/stripe_payloads.py``), ``make demo`` and the
 benchmarks: they need the same realistic, signed events.
 
-``samples/stripe_objects.json`` is a copy of the objects in
-``../shared/stripe/openapi-fixtures3-billing.json`` (Stripe's OpenAPI
-``fixtures3.json``, MIT licence). Every object here starts as a deep copy of
+``samples/stripe_objects.json`` is a copy of billing objects from Stripe's
+OpenAPI ``fixtures3.json`` (github.com/stripe/openapi, MIT licence). Every object here starts as a deep copy of
 one of them and only the fields a scenario needs are changed, so the events
 carry the real shape with all its noise.
 
-Two API shapes (guide section 5):
+Two API shapes:
 
 - ``PRE_BASIL`` (``2024-06-20``): ``subscription.current_period_start/end``,
   ``invoice.subscription``, ``line.price`` (an expanded price object);

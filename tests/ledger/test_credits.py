@@ -92,7 +92,7 @@ def test_use_credits_without_balance_row_is_insufficient(conn) -> None:  # type:
     assert balance(conn, "u1") is None
 
 
-# The spending rule (guide section 4) for every status, and around the period end.
+# The spending rule (docs/design.md) for every status, and around the period end.
 SPENDING = [
     # status, period end offset (days), cancel_at_period_end, expected refusal code
     ("incomplete", 30, False, "subscription_inactive"),
