@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from billingdb.stripe_samples import sign
+from billingdb.testing.stripe import sign
 
 from bench import sqlfiles, stripe_events
 from bench.errors import BenchError

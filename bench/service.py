@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO
 
-from billingdb.child_service import ServeDidNotStart, get
-from billingdb.child_service import serve as serve_child
+from billingdb.testing.child import ServeDidNotStart, get
+from billingdb.testing.child import serve as serve_child
 
 from bench.errors import BenchError
 

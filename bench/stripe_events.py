@@ -29,7 +29,7 @@ import json
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from billingdb.stripe_samples import BASIL, MONTH, PRE_BASIL, StripeWorld, encode
+from billingdb.testing.stripe import BASIL, MONTH, PRE_BASIL, StripeWorld, encode
 
 from bench import sqlfiles
 from bench.errors import BenchError

@@ -24,7 +24,12 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-pytest_plugins = ["billingdb.testing"]
+# pytest-alembic's own alembic_config and alembic_engine (an in-memory SQLite) come from a plugin, as
+# billingdb's do; fixtures named in a conftest beat both, so its built-in tests run on PostgreSQL, from
+# an empty database, with billingdb's Alembic configuration.
+from billingdb.testing.plugin import alembic_config, alembic_engine  # noqa: F401
+
+# The database fixtures come from billingdb's pytest plugin (billingdb.testing.plugin, an entry point).
 
 _LEDGER_VIOLATIONS = """
 WITH sums AS (

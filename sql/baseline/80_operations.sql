@@ -556,7 +556,11 @@ GRANT EXECUTE ON FUNCTION public.reconcile_credits(timestamptz) TO service_role;
 -- migration completes, schedules nothing and says what would fix it.
 DO $schedule$
 DECLARE
-    v_cron_database constant text := current_setting('cron.database_name', true);
+    -- From pg_settings: it hides a superuser-only setting from other roles
+    -- (current_setting() would raise for them instead).
+    v_cron_database constant text := (
+        SELECT s.setting FROM pg_catalog.pg_settings AS s WHERE s.name = 'cron.database_name'
+    );
 BEGIN
     IF
         NOT EXISTS (SELECT FROM pg_catalog.pg_extension AS x WHERE x.extname = 'pg_cron')
@@ -573,7 +577,8 @@ BEGIN
             USING HINT = CASE
                 WHEN v_cron_database IS NULL THEN
                     'Run `billingdb maintenance run` every minute from cron or a Kubernetes CronJob, or preload '
-                    'pg_cron (shared_preload_libraries) and run `billingdb maintenance schedule`.'
+                    'pg_cron (shared_preload_libraries), CREATE EXTENSION pg_cron in its database (as a '
+                    'superuser) and run `billingdb maintenance schedule`.'
                 WHEN v_cron_database = current_database() THEN
                     'As a superuser: CREATE EXTENSION pg_cron; then run `billingdb maintenance schedule`.'
                 ELSE format(

@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 from billingdb.errors import DatabaseUnavailable, translate
 from billingdb.paths import SQL_DIR
 
-__all__ = ["connect", "query", "run", "queries", "execute_file"]
+__all__ = ["connect", "query", "run", "queries", "execute_file", "run_statement"]
 
 _NAME = re.compile(r"^--\s*name:\s*(\S+)\s*$", re.MULTILINE)
 
@@ -65,7 +65,8 @@ def query(conn: psycopg.Connection[Any], name: str, params: Any = None) -> Any:
     rows = run(conn, name, params)
     if not rows:
         return None
-    return next(iter(rows[0].values()))
+    row = rows[0]
+    return next(iter(row.values())) if isinstance(row, dict) else row[0]
 
 
 def execute_file(conn: psycopg.Connection[Any], sql: str) -> None:
@@ -74,3 +75,12 @@ def execute_file(conn: psycopg.Connection[Any], sql: str) -> None:
         conn.execute(sql.encode())  # bytes: sent as is, with the simple query protocol
     except psycopg.Error as exc:
         raise translate(exc) from exc
+
+
+def run_statement(conn: psycopg.Connection[Any], name: str, params: Any = None) -> None:
+    """Execute the statement a named query builds (``statement``): for DDL that takes no parameters,
+    such as CREATE DATABASE, whose names PostgreSQL itself quotes with format('%I')."""
+    statement = query(conn, name, params)
+    if not isinstance(statement, str):
+        raise ValueError(f"query {name} built no statement")
+    execute_file(conn, statement)

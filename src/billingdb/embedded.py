@@ -37,17 +37,16 @@ def start_server(pgdata: Path, cleanup_mode: str | None = None):  # type: ignore
 
 def url(start: bool = True) -> str:
     """URL of the ``billingdb`` database on the embedded server, creating both if needed."""
-    import psycopg
+    from billingdb import db
 
     pgdata = data_dir()
     if not start and not (pgdata / "postmaster.pid").exists():
         raise RuntimeError(f"the embedded PostgreSQL in {pgdata} is not running")
     server = _server(pgdata)
     admin = server.get_uri()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{DATABASE}"')
+    with db.connect(admin) as conn:
+        if not db.run(conn, "database_exists", {"name": DATABASE}):
+            db.run_statement(conn, "create_database_statement", {"name": DATABASE, "template": None})
     return server.get_uri(DATABASE)
 
 

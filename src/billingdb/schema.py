@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from billingdb import db
@@ -60,12 +59,9 @@ def temporary_database(server_url: str, template: str | None = None) -> Iterator
     """Create an empty (or cloned) database on the server of ``server_url``; drop it afterwards."""
     name = f"billingdb_tmp_{uuid.uuid4().hex[:12]}"
     with db.connect(server_url) as admin:
-        stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-        if template:
-            stmt = stmt + sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
-        admin.execute(stmt)
+        db.run_statement(admin, "create_database_statement", {"name": name, "template": template})
     try:
         yield database_url(server_url, name)
     finally:
         with db.connect(server_url) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            db.run_statement(admin, "drop_database_statement", {"name": name})

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from billingdb.cli import app
-from billingdb.events_cli import parse_since, read_event_files
+from billingdb.cli.events import parse_since, read_event_files
 from events.event_helpers import event_row, setup_plans, world_state
 from events.stripe_payloads import StripeWorld
 

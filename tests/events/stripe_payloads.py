@@ -6,7 +6,7 @@ benchmarks use them too); this module is the tests' name for them.
 
 from __future__ import annotations
 
-from billingdb.stripe_samples import (
+from billingdb.testing.stripe import (
     BASIL,
     DAY,
     MONTH,

@@ -7,7 +7,7 @@ import os
 import time
 from typing import Any
 
-from billingdb.generation import GenerationRequest
+from billingdb.service.generation import GenerationRequest
 
 CALLS: list[GenerationRequest] = []
 

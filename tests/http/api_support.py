@@ -29,7 +29,8 @@ from starlette.applications import Starlette
 
 from helpers import customer, fund, subscribe
 
-from billingdb import api, auth, checkout, generation, service, webhooks
+from billingdb import service, webhooks
+from billingdb.service import api, auth, checkout, generation
 
 PRICE = "price_api_individual"
 RETIRED_PRICE = "price_api_retired"

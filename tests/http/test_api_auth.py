@@ -22,7 +22,7 @@ from api_support import (
 from helpers import contents
 from starlette.testclient import TestClient
 
-from billingdb import auth
+from billingdb.service import auth
 from billingdb.errors import ConfigurationError
 
 ROUTES = [

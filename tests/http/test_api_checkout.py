@@ -16,7 +16,7 @@ from api_support import (
 from helpers import contents
 from starlette.testclient import TestClient
 
-from billingdb import checkout
+from billingdb.service import checkout
 
 BODY = {"price_id": PRICE, "success_url": "https://app.test/success?s={CHECKOUT_SESSION_ID}",
         "cancel_url": "https://app.test/cancel"}

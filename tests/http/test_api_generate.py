@@ -28,7 +28,7 @@ from api_support import (
 from helpers import balance, contents, count, subscribe
 from starlette.testclient import TestClient
 
-from billingdb import generation
+from billingdb.service import generation
 from billingdb.errors import ConfigurationError
 
 PATH = "/stories/generate-with-credits"

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode, checks
 from schemathesis.specs.openapi import checks as openapi_checks
 
-from billingdb import api
+from billingdb.service import api
 
 
 MAX_EXAMPLES = 15

@@ -84,7 +84,7 @@ def test_a_signed_webhook_outside_the_tolerance_is_refused(webhook_client, conn,
 
 
 def _client(database_url: str, key: Any, generator: Any = None) -> TestClient:
-    from billingdb import generation
+    from billingdb.service import generation
 
     return TestClient(make_app(database_url, api_settings(auth_config(key), None, generator or generation.echo)))
 

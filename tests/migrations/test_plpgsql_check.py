@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from billingdb.testing import require_extension
+from billingdb.testing.plugin import require_extension
 
 
 def test_every_function_passes_plpgsql_check(conn) -> None:  # type: ignore[no-untyped-def]

@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 from billingdb import schema
 from billingdb.cli import app
 from billingdb.migrate import alembic_config
-from billingdb.testing import extensions_required, require_extension
+from billingdb.testing.plugin import extensions_required, require_extension
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOT = ROOT / "tests" / "migrations" / "head_schema.txt"

@@ -25,9 +25,9 @@ from typing import Annotated, Any
 
 import typer
 
-from billingdb.cli_options import AsJson, DatabaseUrl, EnvName, open_client, print_json
+from billingdb.cli.events import parse_since
+from billingdb.cli.options import AsJson, DatabaseUrl, EnvName, open_client, print_json
 from billingdb.errors import CronUnavailable
-from billingdb.events_cli import parse_since
 
 __all__ = ["health_command", "reconcile_command", "maintenance_app"]
 

@@ -1,52 +1,26 @@
-"""The ``billingdb`` command line (Typer).
+"""``billingdb db``: migrate the database (Alembic) and inspect its schema.
 
-Every command that touches a database takes ``--database-url`` and ``--env``
-(flags beat DATABASE_URL, which beats billingdb.toml's default_environment,
-which beats the embedded PostgreSQL). Errors are one line on stderr: exit 2
-when the database cannot be chosen or reached, a migration or downgrade is
-refused or fails, 1 for other failures.
+Upgrades and downgrades are one transaction each (migrations/env.py); a downgrade
+prints its plan first and refuses to drop data unless told (--allow-data-loss).
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import click
-import psycopg
 import typer
-from sqlalchemy.exc import DBAPIError
 
 from billingdb import config, db, embedded
-from billingdb.billing_cli import cache_app, credits_app, plans_app, state_command
-from billingdb.cli_options import DatabaseUrl, EnvName, choose
-from billingdb.errors import BillingError, ConfigurationError, DatabaseUnavailable, DowngradeRefused
-from billingdb.events_cli import events_app, serve_command
-from billingdb.migrate import one_line_error
-from billingdb.operations_cli import health_command, maintenance_app, reconcile_command
+from billingdb.cli.options import DatabaseUrl, EnvName, choose
+from billingdb.errors import ConfigurationError
 
-__all__ = ["app", "main"]
+__all__ = ["db_app", "current_revision", "list_objects"]
 
-app = typer.Typer(rich_markup_mode=None, 
-    help="billingdb: Stripe subscriptions and prepaid credits inside PostgreSQL.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
 db_app = typer.Typer(rich_markup_mode=None, 
     help="Migrate the database (Alembic) and inspect its schema.", no_args_is_help=True
 )
-app.add_typer(db_app, name="db")
-app.add_typer(events_app, name="events")
-app.command("serve")(serve_command)
-app.command("state")(state_command)
-app.add_typer(credits_app, name="credits")
-app.add_typer(plans_app, name="plans")
-app.add_typer(cache_app, name="cache")
-app.command("health")(health_command)
-app.command("reconcile")(reconcile_command)
-app.add_typer(maintenance_app, name="maintenance")
 
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (prod, or a downgrade).")]
 AllowDataLoss = Annotated[bool, typer.Option(
@@ -282,34 +256,3 @@ def db_stop() -> None:
         typer.echo(f"stopped the embedded PostgreSQL in {embedded.data_dir()}")
     else:
         typer.echo("the embedded PostgreSQL is not running")
-
-
-@app.command("demo")
-def demo_command(database_url: DatabaseUrl = None, env: EnvName = None) -> None:
-    """Migrate the (embedded) database to head and show what billingdb created."""
-    from billingdb import demo
-
-    demo.run(choose(database_url, env))
-
-
-def _fail(message: str, code: int) -> None:
-    typer.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-def main(argv: list[str] | None = None) -> Any:
-    """Entry point: one-line errors, exit 2 for configuration and connection problems."""
-    try:
-        return app(args=argv, standalone_mode=True)
-    except (ConfigurationError, DatabaseUnavailable) as exc:
-        _fail(str(exc), 2)
-    except DowngradeRefused as exc:
-        hint = f"; hint: {exc.hint}" if getattr(exc, "hint", None) else ""
-        _fail(f"{exc} (SQLSTATE {exc.sqlstate}); nothing was changed{hint}", 2)
-    except BillingError as exc:
-        code = f" [{exc.sqlstate}]" if exc.sqlstate else ""
-        _fail(f"{exc}{code}", 1)
-    except psycopg.Error as exc:
-        _fail(one_line_error(exc), 2)
-    except DBAPIError as exc:
-        _fail(one_line_error(exc.orig or exc), 2)

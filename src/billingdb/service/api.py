@@ -4,7 +4,7 @@
   plan (:mod:`billingdb.checkout`);
 - ``GET /stripe/subscription/state``: ``get_user_subscription_state`` of the caller;
 - ``POST /stories/generate-with-credits``: the credit-gated generation with a
-  credit hold around it (:mod:`billingdb.generation`);
+  credit hold around it (:mod:`billingdb.service.generation`);
 - ``GET /openapi.json``: the OpenAPI document below, kept next to the routes it describes.
 
 Every route of the API needs ``Authorization: Bearer <Clerk JWT>``
@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from billingdb import auth, checkout, generation
+from billingdb.service import auth, checkout, generation
 from billingdb.client import BillingClient
 from billingdb.errors import DatabaseUnavailable, InvalidArgument
 from billingdb.jsonbody import BodyRefused, parse_json

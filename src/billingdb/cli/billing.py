@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from billingdb.cli_options import AsJson, DatabaseUrl, EnvName, open_client, print_json
+from billingdb.cli.options import AsJson, DatabaseUrl, EnvName, open_client, print_json
 
 __all__ = ["state_command", "credits_app", "plans_app", "cache_app"]
 

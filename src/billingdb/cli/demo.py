@@ -19,10 +19,12 @@ from typing import Any
 import typer
 from alembic import command
 
-from billingdb import child_service, config, db
+from billingdb import config, db
+from billingdb.cli.options import DatabaseUrl, EnvName, choose
 from billingdb.migrate import alembic_config
+from billingdb.testing import child as child_service
 
-__all__ = ["run"]
+__all__ = ["run", "demo_command"]
 
 
 def _title(text: str) -> None:
@@ -37,7 +39,7 @@ def run(choice: config.DatabaseChoice) -> None:
     _title("billingdb db upgrade head")
     command.upgrade(alembic_config(url=choice.url), "head")
 
-    from billingdb.cli import current_revision, list_objects
+    from billingdb.cli.db import current_revision, list_objects
 
     _title("billingdb db current")
     typer.echo(current_revision(choice))
@@ -77,7 +79,7 @@ def _service(url: str, secret: str) -> Iterator[str]:
 
 
 def _send(base: str, event: dict[str, Any], secret: str) -> None:
-    from billingdb.stripe_samples import encode, sign
+    from billingdb.testing.stripe import encode, sign
 
     body = encode(event)
     code, answer = _http("POST", base + "/stripe/webhook", body,
@@ -105,7 +107,7 @@ def _show(client: Any, user_id: str) -> None:
 def play_seed_scenarios(choice: config.DatabaseChoice) -> None:
     """The seed's Phase 5 test scenarios through ``billingdb serve``, signed as Stripe signs them."""
     from billingdb.client import BillingClient
-    from billingdb.stripe_samples import BASIL, StripeWorld
+    from billingdb.testing.stripe import BASIL, StripeWorld
 
     secret = "whsec_demo_" + uuid.uuid4().hex
     world = StripeWorld(api_version=BASIL, user_id=f"user_demo_{uuid.uuid4().hex[:8]}")
@@ -139,3 +141,8 @@ def play_seed_scenarios(choice: config.DatabaseChoice) -> None:
         _show(client, world.user_id)
         use = client.use_credits_validated(world.user_id, 1, "A story after cancellation")
         typer.echo(f"  use_credits_validated after cancellation -> success={use.success} balance={use.balance}")
+
+
+def demo_command(database_url: DatabaseUrl = None, env: EnvName = None) -> None:
+    """Migrate the (embedded) database to head and show what billingdb created."""
+    run(choose(database_url, env))

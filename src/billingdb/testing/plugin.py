@@ -26,7 +26,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
-from billingdb import embedded
+from billingdb import db, embedded
 from billingdb.migrate import alembic_config as make_alembic_config
 from billingdb.schema import database_url as _database_url
 
@@ -41,15 +41,12 @@ def extensions_required() -> bool:
 
 def require_extension(conn: psycopg.Connection[Any], name: str) -> None:
     """Create extension ``name`` in this database, or skip (fail in CI) when unavailable."""
-    row = conn.execute(
-        "SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = %s", (name,)
-    ).fetchone()
-    if row is None:
+    if not db.run(conn, "extension_available", {"name": name}):
         message = f"PostgreSQL extension {name} is not installed on this server"
         if extensions_required():
             pytest.fail(message + " (BILLINGDB_REQUIRE_EXTENSIONS=1)")
         pytest.skip(message)
-    conn.execute(f"CREATE EXTENSION IF NOT EXISTS {name}")
+    db.run_statement(conn, "create_extension_statement", {"name": name})
 
 
 def _janitor(server_url: str, dbname: str, **kw: Any):  # type: ignore[no-untyped-def]

@@ -18,7 +18,6 @@ chosen or reached (as every billingdb command).
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from collections import Counter
@@ -30,10 +29,9 @@ from typing import Annotated, Any
 import typer
 
 from billingdb import db, webhooks
-from billingdb.cli_options import AsJson, DatabaseUrl, EnvName, choose, print_json
-from billingdb.errors import ConfigurationError
+from billingdb.cli.options import AsJson, DatabaseUrl, EnvName, choose, print_json
 
-__all__ = ["events_app", "serve_command", "read_event_files", "parse_since"]
+__all__ = ["events_app", "read_event_files", "parse_since"]
 
 events_app = typer.Typer(rich_markup_mode=None, 
     help="Stripe webhook events: list, show, retry, replay (process_stripe_event).", no_args_is_help=True
@@ -226,65 +224,3 @@ def replay_events(
     note = f" ({resolved} of them pending on delivery, applied when their customer was linked)" if resolved else ""
     typer.echo(_summary(counts, len(items)) + note)
     raise typer.Exit(0 if not problems else 1)
-
-
-def serve_command(
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    webhook_secret: Annotated[
-        list[str] | None,
-        typer.Option("--webhook-secret", help="Stripe endpoint secret (whsec_...); repeat during a rotation. "
-                     "Default: $STRIPE_WEBHOOK_SECRET (comma-separated).", show_default=False),
-    ] = None,
-    max_body: Annotated[int, typer.Option(help="Largest accepted webhook body in bytes (413 above).")] =
-        webhooks.DEFAULT_MAX_BODY,
-    pool_size: Annotated[int, typer.Option(min=1, help="Most database connections.")] = 10,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
-    jwt_jwks_url: Annotated[str | None, typer.Option(
-        help="Application API: JWKS URL of the JWT issuer (Clerk: https://<frontend-api>/.well-known/jwks.json). "
-             "Default: $BILLINGDB_JWT_JWKS_URL.", show_default=False)] = None,
-    jwt_public_key: Annotated[str | None, typer.Option(
-        help="Application API: the issuer's RSA public key, PEM text or a file. Default: $BILLINGDB_JWT_PUBLIC_KEY.",
-        show_default=False)] = None,
-    jwt_issuer: Annotated[str | None, typer.Option(
-        help="Required iss of the JWTs. Default: $BILLINGDB_JWT_ISSUER.", show_default=False)] = None,
-    jwt_audience: Annotated[str | None, typer.Option(
-        help="Accepted aud of the JWTs, comma-separated. Default: $BILLINGDB_JWT_AUDIENCE.", show_default=False)] = None,
-    generator: Annotated[str | None, typer.Option(
-        help="The story generator, module:function. Default: $BILLINGDB_GENERATOR or billingdb.generation:echo.",
-        show_default=False)] = None,
-    database_url: DatabaseUrl = None,
-    env: EnvName = None,
-) -> None:
-    """Run the HTTP service: POST /stripe/webhook and GET /healthz; with a JWT key configured, also the
-    application API (POST /stripe/checkout/session, GET /stripe/subscription/state,
-    POST /stories/generate-with-credits, GET /openapi.json)."""
-    from billingdb import api, auth, checkout, generation, service
-
-    secrets = tuple(webhook_secret or ()) or webhooks.secrets_from_env(os.environ.get("STRIPE_WEBHOOK_SECRET"))
-    if not secrets:
-        raise ConfigurationError("no webhook secret: set STRIPE_WEBHOOK_SECRET or pass --webhook-secret")
-    choice = choose(database_url, env)
-    settings = service.ServiceSettings(
-        database_url=choice.url,
-        webhook=webhooks.WebhookConfig(secrets=secrets, max_body=max_body),
-        pool_max=pool_size,
-    )
-    auth_config = auth.AuthConfig.from_env(
-        jwks_url=jwt_jwks_url, public_key=jwt_public_key, issuer=jwt_issuer, audience=jwt_audience
-    )
-    api_settings = None if auth_config is None else api.ApiSettings(
-        auth=auth_config,
-        stripe=checkout.StripeConfig.from_env(),
-        generation=generation.GenerationConfig.from_env(generator=generator),
-    )
-    typer.echo(f"billingdb serve: http://{host}:{port}  database: {choice.source}  "
-               f"webhook secrets: {len(secrets)}", err=True)
-    if api_settings is None:
-        typer.echo("application API: off (set BILLINGDB_JWT_JWKS_URL or BILLINGDB_JWT_PUBLIC_KEY)", err=True)
-    else:
-        typer.echo(f"application API: on (issuer {auth_config.issuer}, "  # type: ignore[union-attr]
-                   f"stripe {'configured' if api_settings.stripe else 'not configured'}, "
-                   f"generator {api_settings.generation.generator_name})", err=True)
-    service.serve(settings, host=host, port=port, log_level=log_level,
-                  routes=api.routes(api_settings) if api_settings else ())

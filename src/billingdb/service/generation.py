@@ -66,7 +66,7 @@ log = logging.getLogger("billingdb.generation")
 ConnFactory = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
 Generator = Callable[["GenerationRequest"], Any]
 
-DEFAULT_GENERATOR = "billingdb.generation:echo"
+DEFAULT_GENERATOR = "billingdb.service.generation:echo"
 MAX_PROMPT = 4000
 MAX_TITLE = 200
 
