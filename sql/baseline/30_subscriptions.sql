@@ -353,6 +353,32 @@ COMMENT ON FUNCTION billingdb._spending_refusal(text, boolean, timestamptz) IS
 
 REVOKE ALL ON FUNCTION billingdb._spending_refusal(text, boolean, timestamptz) FROM public, anon, authenticated;
 
+-- _refusal_message: what a refused spend says, from the state that refused it.
+CREATE OR REPLACE FUNCTION billingdb._refusal_message(state jsonb)
+RETURNS text
+LANGUAGE plpgsql
+IMMUTABLE
+SECURITY INVOKER
+AS $function$
+BEGIN
+    -- One sentence per refusal code of _spending_refusal.
+    RETURN CASE _refusal_message.state ->> 'reason'
+        WHEN 'no_subscription' THEN 'No subscription: credits cannot be used'
+        WHEN 'period_ended' THEN format(
+            'The subscription period ended at %s: credits cannot be used',
+            _refusal_message.state ->> 'current_period_end'
+        )
+        ELSE format('Subscription status %s does not allow using credits', _refusal_message.state ->> 'status')
+    END;
+END
+$function$;
+
+COMMENT ON FUNCTION billingdb._refusal_message(jsonb) IS
+'Internal, pure. Contract: the message of a refused spend for a state from _compute_subscription_state (its reason '
+'no_subscription, period_ended, or a status that may not spend).';
+
+REVOKE ALL ON FUNCTION billingdb._refusal_message(jsonb) FROM public, anon, authenticated;
+
 -- apply_subscription_change: the one writer of billingdb.subscriptions.
 CREATE OR REPLACE FUNCTION public.apply_subscription_change(
     subscription_id text,

@@ -406,13 +406,7 @@ BEGIN
     IF v_code IS NOT NULL THEN
         RETURN jsonb_build_object(
             'success', false, 'code', v_code,
-            'message', CASE v_code
-                WHEN 'no_subscription' THEN 'No subscription: credits cannot be used'
-                WHEN 'period_ended' THEN format(
-                    'The subscription period ended at %s: credits cannot be used', v_state ->> 'current_period_end'
-                )
-                ELSE format('Subscription status %s does not allow using credits', v_state ->> 'status')
-            END,
+            'message', billingdb._refusal_message(v_state),
             'user_id', v_user_id, 'transaction_id', NULL, 'amount', v_amount,
             'balance', (v_state ->> 'credits_balance')::integer, 'replayed', false
         );

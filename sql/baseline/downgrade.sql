@@ -68,6 +68,7 @@ DROP FUNCTION IF EXISTS billingdb._append_credit_transaction(text, integer, text
 DROP FUNCTION IF EXISTS billingdb._try_lock_user(text);
 DROP FUNCTION IF EXISTS billingdb._lock_user(text);
 DROP FUNCTION IF EXISTS public.apply_subscription_change(text, text, text, text, text, timestamp with time zone, timestamp with time zone, boolean, timestamp with time zone, timestamp with time zone, text);
+DROP FUNCTION IF EXISTS billingdb._refusal_message(jsonb);
 DROP FUNCTION IF EXISTS billingdb._spending_refusal(text, boolean, timestamp with time zone);
 DROP FUNCTION IF EXISTS public.get_plan(text);
 DROP FUNCTION IF EXISTS public.set_plan(text, text, integer, boolean, integer, text, text, boolean);

@@ -70,3 +70,16 @@ SELECT public.get_or_create_stripe_customer(%(user_id)s, %(email)s) AS result;
 -- name: link_stripe_customer
 -- Link a user to a Stripe customer id.
 SELECT public.link_stripe_customer(%(user_id)s, %(stripe_customer_id)s) AS result;
+
+-- name: set_billing_setting
+-- Set one tunable (22023 for an unknown name or a value not of its kind).
+SELECT public.set_billing_setting(%(name)s, %(value)s) AS result;
+
+-- name: billing_settings
+-- Every tunable with its value and what it means (the owner reads the private table).
+SELECT
+    s.name,
+    s.value,
+    s.description
+FROM billingdb.billing_settings AS s
+ORDER BY s.name;

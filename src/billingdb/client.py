@@ -332,6 +332,15 @@ class BillingClient:
     def list_plans(self) -> list[Plan]:
         return [_build(Plan, row) for row in db.run(self.conn, "list_plans")]
 
+    def set_billing_setting(self, name: str, value: str) -> dict[str, Any]:
+        """Set one tunable (set_billing_setting): {name, value, previous}."""
+        result = self._call("set_billing_setting", name=name, value=value)
+        return dict(result)
+
+    def billing_settings(self) -> list[dict[str, Any]]:
+        """Every tunable with its value and description (reads billingdb.billing_settings: the owner)."""
+        return list(db.run(self.conn, "billing_settings"))
+
     def get_or_create_stripe_customer(self, user_id: str, email: str | None = None) -> CustomerLink:
         return _build(CustomerLink, self._call("get_or_create_stripe_customer", user_id=user_id, email=email))
 
@@ -340,7 +349,7 @@ class BillingClient:
             "link_stripe_customer", user_id=user_id, stripe_customer_id=stripe_customer_id,
         ))
 
-    # -- cache cleanup, maintenance and the runbook's checks (revision 0004) --------------
+    # -- cache cleanup, maintenance and the runbook's checks --------------------------------
     def get_cache_cleanup_history(self, n: int = 10) -> list[CleanupRun]:
         rows = db.run(self.conn, "get_cache_cleanup_history", {"n": n})
         return [CleanupRun(r["started_at"], r["rows_deleted"], float(r["duration_ms"])) for r in rows]
@@ -385,7 +394,7 @@ class BillingClient:
         """Invoices a paid event was received for that allocated no credits (failed, pending or lost)."""
         return db.run(self.conn, "unallocated_paid_invoices", {"since": since})
 
-    # -- credit holds (revision 0005) ---------------------------------------------------
+    # -- credit holds -------------------------------------------------------------------
     def reserve_credits(
         self,
         user_id: str,

@@ -18,7 +18,6 @@ __all__ = [
     "DatabaseUnavailable",
     "InvalidArgument",
     "UnknownCustomer",
-    "UnknownUser",
     "UnknownPlan",
     "CustomerConflict",
     "UnknownTransaction",
@@ -69,12 +68,6 @@ class UnknownCustomer(BillingError):
     """A Stripe customer id that no user is linked to (SQLSTATE BD001)."""
 
     sqlstate = "BD001"
-
-
-class UnknownUser(BillingError):
-    """A user id that billingdb has no record of (SQLSTATE BD002)."""
-
-    sqlstate = "BD002"
 
 
 class UnknownPlan(BillingError):
@@ -171,7 +164,6 @@ SQLSTATES: dict[str, tuple[type[BillingError], str]] = {
     "22023": (InvalidArgument, "invalid argument: null, out of range or malformed"),
     "40001": (RetryableConflict, "a concurrent writer got there first; nothing changed: run the call again"),
     "BD001": (UnknownCustomer, "unknown Stripe customer: no user is linked to it"),
-    "BD002": (UnknownUser, "unknown user"),
     "BD003": (UnknownPlan, "unknown plan: the Stripe price is not in billingdb.plans"),
     "BD004": (CustomerConflict, "the user or the Stripe customer is already linked elsewhere"),
     "BD010": (UnknownTransaction, "unknown credit transaction id"),

@@ -9,10 +9,12 @@ reach it, and turns its answer into an HTTP status:
 2. the ``Stripe-Signature`` header is verified on the raw bytes with the
    official ``stripe`` library (HMAC-SHA256, timestamp tolerance 300 s), trying
    each configured secret so that a secret can be rolled without downtime;
-3. the body must be a JSON object with Stripe's envelope (``id``, ``type``,
-   ``created``, ``data.object``);
-4. anything refused in 1-3 is answered before the database is touched: nothing
-   is written;
+3. the body must be a JSON object that PostgreSQL can store (no NUL character,
+   not nested too deeply);
+4. anything refused in 1-3 is answered before the database is touched;
+   Stripe's envelope (``id``, ``type``, ``created``, ``data.object``) is
+   checked by ``process_stripe_event`` alone, whose refusal (22023) is a 400;
+   nothing is written either way;
 5. ``processed``, ``duplicate``, ``ignored``, ``stale`` and ``pending`` answer
    200; ``failed`` answers 500 so that Stripe retries the delivery.
 
@@ -47,7 +49,6 @@ __all__ = [
     "parse_event",
     "process_event",
     "secrets_from_env",
-    "validate_event",
     "verify_signature",
 ]
 
@@ -134,46 +135,39 @@ def verify_signature(body: bytes, header: str | None, secrets: Iterable[str], to
     raise EventRejected(400, "bad_signature", (expired or reasons or ["no secret configured"])[0])
 
 
-def validate_event(event: Any) -> dict[str, Any]:
-    """Check Stripe's envelope (the same rules process_stripe_event enforces with SQLSTATE 22023)."""
-
-    def bad(message: str) -> EventRejected:
-        return EventRejected(400, "invalid_event", message)
-
-    if not isinstance(event, dict):
-        raise bad("the event must be a JSON object")
-    for key in ("id", "type"):
-        value = event.get(key)
-        if not isinstance(value, str) or not value.strip():
-            raise bad(f"{key} must be a non-empty string")
-    created = event.get("created")
-    if isinstance(created, bool) or not isinstance(created, int) or created < 0:
-        raise bad("created must be a non-negative integer (unix seconds)")
-    api_version = event.get("api_version")
-    if api_version is not None and not isinstance(api_version, str):
-        raise bad("api_version must be a string or null")
-    data = event.get("data")
-    if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
-        raise bad("data.object must be a JSON object")
-    return event
-
-
 def parse_event(body: bytes | str) -> dict[str, Any]:
-    """Parse and validate an event body; :class:`EventRejected` (400) when it is not one."""
+    """Parse an event body: JSON that PostgreSQL can store, an object; :class:`EventRejected` (400) otherwise.
+
+    Stripe's envelope (id, type, created, data.object) is checked by process_stripe_event alone.
+    """
     try:
         event = parse_json(body)
     except BodyRefused as exc:
         raise EventRejected(400, exc.code, str(exc)) from None
-    return validate_event(event)
+    if not isinstance(event, dict):
+        raise EventRejected(400, "invalid_event", "the event must be a JSON object")
+    return event
 
 
 def process_event(conn: psycopg.Connection[Any], event: Mapping[str, Any] | str | bytes) -> dict[str, Any]:
-    """Validate an event and run it through process_stripe_event; returns {event_id, status, detail}."""
-    parsed = parse_event(event) if isinstance(event, (str, bytes)) else validate_event(dict(event))
-    text = event if isinstance(event, str) else (
-        event.decode("utf-8") if isinstance(event, bytes) else json.dumps(parsed)
-    )
-    result = db.query(conn, "process_stripe_event", {"event": text})
+    """Run one event through process_stripe_event; returns {event_id, status, detail}.
+
+    Text is sent as it is (PostgreSQL parses it); a mapping is serialised. An event the database
+    refuses as malformed (22023, or JSON it cannot store) is :class:`EventRejected` (400), and
+    nothing is written.
+    """
+    if isinstance(event, bytes):
+        text = event.decode("utf-8")
+    elif isinstance(event, str):
+        text = event
+    else:
+        text = json.dumps(dict(event))
+    try:
+        result = db.query(conn, "process_stripe_event", {"event": text})
+    except InvalidArgument as exc:
+        raise EventRejected(400, "invalid_event", str(exc)) from None
+    except psycopg.DataError as exc:
+        raise EventRejected(400, "invalid_event", str(exc).splitlines()[0]) from None
     if not isinstance(result, dict):
         raise BillingError(f"process_stripe_event returned {result!r}")
     return result
@@ -193,27 +187,24 @@ def handle(conn_factory: Any, body: bytes, signature: str | None, config: Webhoo
     except EventRejected as exc:
         log.warning("webhook refused (%s): %s", exc.code, exc)
         return exc.outcome()
+    event_id = event.get("id")
     try:
         with conn_factory() as conn:
-            result = process_event(conn, body.decode("utf-8"))
+            # The body as received: parsed once here (JSON, an object), then by PostgreSQL.
+            result = process_event(conn, body)
     except EventRejected as exc:
+        # The database's envelope check (22023): the event is refused, nothing is written.
+        log.warning("webhook %s refused (%s): %s", event_id, exc.code, exc)
         return exc.outcome()
-    except InvalidArgument as exc:
-        # The database's own envelope check (22023): the event is refused, nothing is written.
-        return Outcome(400, {"error": "invalid_event", "message": str(exc), "sqlstate": exc.sqlstate})
-    except psycopg.DataError as exc:
-        # Any other class-22 error: the JSON cannot be stored; nothing is written.
-        return Outcome(400, {"error": "invalid_event", "message": str(exc).splitlines()[0],
-                             "sqlstate": exc.sqlstate})
     except (DatabaseUnavailable, psycopg.OperationalError) as exc:
-        log.error("webhook %s: database unavailable: %s", event["id"], exc)
+        log.error("webhook %s: database unavailable: %s", event_id, exc)
         return Outcome(503, {"error": "database_unavailable", "message": str(exc).splitlines()[0]})
     except Exception as exc:
-        log.exception("webhook %s: unexpected error", event["id"])
+        log.exception("webhook %s: unexpected error", event_id)
         return Outcome(500, {"error": "internal_error", "message": str(exc).splitlines()[0] if str(exc) else
                              type(exc).__name__, "sqlstate": getattr(exc, "sqlstate", None)})
     status = str(result.get("status"))
     code = HTTP_STATUS.get(status, 500)
     if code >= 500:
-        log.error("webhook %s (%s): %s %s", event["id"], event["type"], status, result.get("detail"))
+        log.error("webhook %s (%s): %s %s", event_id, event.get("type"), status, result.get("detail"))
     return Outcome(code, result)

@@ -13,10 +13,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from helpers import call, customer, fund, subscribe
 from psycopg.rows import dict_row
 
 from billingdb import schema
-from helpers import call, customer, fund, subscribe
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from events.event_helpers import event_row, setup_plans, world_state
 from typer.testing import CliRunner
 
 from billingdb.cli import app
 from billingdb.cli.events import parse_since, read_event_files
-from events.event_helpers import event_row, setup_plans, world_state
-from events.stripe_payloads import StripeWorld
+from billingdb.testing.stripe import StripeWorld
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]

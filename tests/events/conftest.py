@@ -6,7 +6,6 @@ from typing import Any
 
 import psycopg
 import pytest
-
 from events.event_helpers import setup_plans
 
 

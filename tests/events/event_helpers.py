@@ -10,9 +10,8 @@ import json
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
-
 from helpers import qualified
+from psycopg.types.json import Jsonb
 
 __all__ = [
     "PLANS",

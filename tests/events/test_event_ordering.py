@@ -16,11 +16,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from events.event_helpers import event_row, process, world_state
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from events.event_helpers import event_row, process, world_state
-from events.stripe_payloads import SHAPES, StripeWorld
+from billingdb.testing.stripe import SHAPES, StripeWorld
 
 TAG = "TestBillingdb"
 _tags = itertools.count(1)

@@ -11,10 +11,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from events.event_helpers import event_row, process, retry, table_contents, world_state
 from psycopg.types.json import Jsonb
 
-from events.event_helpers import event_row, process, retry, table_contents, world_state
-from events.stripe_payloads import BASIL, DAY, MONTH, PRE_BASIL, SHAPES, StripeWorld
+from billingdb.testing.stripe import BASIL, DAY, MONTH, PRE_BASIL, SHAPES, StripeWorld
 
 pytestmark = pytest.mark.parametrize("shape", SHAPES, ids=["pre-basil", "basil"])
 

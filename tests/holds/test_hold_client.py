@@ -12,7 +12,6 @@ from billingdb import errors
 from billingdb.client import BillingClient, CreditHold
 
 
-
 @pytest.fixture
 def billing(conn) -> BillingClient:  # type: ignore[no-untyped-def]
     customer(conn, "u1")

@@ -25,9 +25,8 @@ from urllib.parse import parse_qsl
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from starlette.applications import Starlette
-
 from helpers import customer, fund, subscribe
+from starlette.applications import Starlette
 
 from billingdb import service, webhooks
 from billingdb.service import api, auth, checkout, generation

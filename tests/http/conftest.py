@@ -7,7 +7,14 @@ from typing import Any
 
 import psycopg
 import pytest
-from api_support import KeyPair, StripeStandIn, api_settings, auth_config, make_app, setup_plans
+from api_support import (
+    KeyPair,
+    StripeStandIn,
+    api_settings,
+    auth_config,
+    make_app,
+    setup_plans,
+)
 from starlette.testclient import TestClient
 
 

@@ -17,13 +17,22 @@ from typing import Any
 import jwt
 import pytest
 from api_support import (
-    AUDIENCE, ISSUER, PRICE, USER, JwksStandIn, KeyPair, api_settings, auth_config, make_app, make_subscriber,
+    AUDIENCE,
+    ISSUER,
+    PRICE,
+    USER,
+    JwksStandIn,
+    KeyPair,
+    api_settings,
+    auth_config,
+    make_app,
+    make_subscriber,
 )
 from helpers import contents
 from starlette.testclient import TestClient
 
-from billingdb.service import auth
 from billingdb.errors import ConfigurationError
+from billingdb.service import auth
 
 ROUTES = [
     ("POST", "/stripe/checkout/session",

@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 from api_support import (
-    PRICE, RETIRED_PRICE, USER, StripeStandIn, api_settings, auth_config, make_app, make_subscriber, stripe_error,
+    PRICE,
+    RETIRED_PRICE,
+    USER,
+    StripeStandIn,
+    api_settings,
+    auth_config,
+    make_app,
+    make_subscriber,
+    stripe_error,
 )
 from helpers import contents
 from starlette.testclient import TestClient

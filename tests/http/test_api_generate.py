@@ -23,13 +23,20 @@ import httpx
 import psycopg
 import pytest
 from api_support import (
-    AUDIENCE, ISSUER, USER, WEBHOOK_SECRET, api_settings, auth_config, make_app, make_subscriber,
+    AUDIENCE,
+    ISSUER,
+    USER,
+    WEBHOOK_SECRET,
+    api_settings,
+    auth_config,
+    make_app,
+    make_subscriber,
 )
 from helpers import balance, contents, count, subscribe
 from starlette.testclient import TestClient
 
-from billingdb.service import generation
 from billingdb.errors import ConfigurationError
+from billingdb.service import generation
 
 PATH = "/stories/generate-with-credits"
 STORY = {"title": "Test Story", "prompt": "A test story about deployment", "includeImage": True}

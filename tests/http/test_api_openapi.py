@@ -15,14 +15,21 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
-from api_support import PRICE, USER, api_settings, auth_config, make_app, make_subscriber, uvicorn_server
+from api_support import (
+    PRICE,
+    USER,
+    api_settings,
+    auth_config,
+    make_app,
+    make_subscriber,
+    uvicorn_server,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode, checks
 from schemathesis.specs.openapi import checks as openapi_checks
 
 from billingdb.service import api
-
 
 MAX_EXAMPLES = 15
 

@@ -8,13 +8,13 @@ from typing import Any
 
 import api_generators
 import pytest
-from api_support import api_settings, auth_config, make_app, make_subscriber, USER
+from api_support import USER, api_settings, auth_config, make_app, make_subscriber
+from events.event_helpers import setup_plans
 from helpers import balance, contents
 from starlette.testclient import TestClient
 
 from billingdb import service, webhooks
-from events.event_helpers import setup_plans
-from events.stripe_payloads import SECRET, encode, sign
+from billingdb.testing.stripe import SECRET, encode, sign
 
 GENERATE = "/stories/generate-with-credits"
 STORY = {"title": "Test Story", "prompt": "A test story about deployment", "includeImage": True}

@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import psycopg
 from api_support import (
-    PRICE, USER, WEBHOOK_SECRET, StripeStandIn, api_settings, auth_config, make_app, make_subscriber,
+    PRICE,
+    USER,
+    WEBHOOK_SECRET,
+    StripeStandIn,
+    api_settings,
+    auth_config,
+    make_app,
+    make_subscriber,
 )
+from events.event_helpers import setup_plans
 from helpers import balance
 from starlette.testclient import TestClient
 
-from events.event_helpers import setup_plans
-from events.stripe_payloads import StripeWorld, encode, sign
+from billingdb.testing.stripe import StripeWorld, encode, sign
 
 
 def test_every_route_works_as_a_service_role_login(service_login_url, api_db, signing_key) -> None:  # type: ignore[no-untyped-def]

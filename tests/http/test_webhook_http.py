@@ -14,12 +14,18 @@ from typing import Any
 
 import psycopg
 import pytest
+from events.event_helpers import (
+    BILLING_TABLES,
+    event_row,
+    setup_plans,
+    table_contents,
+    world_state,
+)
 from psycopg.rows import dict_row
 from starlette.testclient import TestClient
 
 from billingdb import service, webhooks
-from events.event_helpers import BILLING_TABLES, event_row, setup_plans, table_contents, world_state
-from events.stripe_payloads import SECRET, SHAPES, StripeWorld, encode, sign
+from billingdb.testing.stripe import SECRET, SHAPES, StripeWorld, encode, sign
 
 OLD_SECRET = "whsec_old_rotated_out_0000000000"
 MAX_BODY = 64 * 1024

@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from helpers import NOW, call, contents, count, customer, fund, subscribe, balance
+from helpers import NOW, balance, call, contents, count, customer, fund, subscribe
 
 from billingdb import errors
 
@@ -661,6 +661,7 @@ INPUT_CHECKS = {
     "_check_text(text,text,text,integer)",
     "_check_stripe_id(text,text,text,text)",
     "_check_metadata(text,text,jsonb)",
+    "_refusal_message(jsonb)",  # the message of a refused spend, from the state (pure like the checks)
 }
 
 

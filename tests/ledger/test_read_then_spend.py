@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 
 
-
 def test_concurrent_read_then_spend_of_one_user_does_not_deadlock(conn, connect) -> None:  # type: ignore[no-untyped-def]
     conn.execute("SELECT public.set_plan('price_t', 'Team', 200)")
     conn.execute("SELECT public.link_stripe_customer('u1', 'cus_u1')")

@@ -15,9 +15,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.types.json import Jsonb
 from helpers import call, contents, customer, fund, qualified, subscribe
-
+from psycopg.types.json import Jsonb
 
 T0, T1 = "'2026-01-01 00:00+00'", "'2026-02-01 00:00+00'"
 

@@ -14,12 +14,11 @@ import sys
 from typing import Any
 
 import psycopg
+from ops_helpers import event, grant, negative_ledger, wrong_balance
 from psycopg.rows import dict_row
 from typer.testing import CliRunner
 
 from billingdb.cli import app
-
-from ops_helpers import event, grant, negative_ledger, wrong_balance
 
 runner = CliRunner()
 

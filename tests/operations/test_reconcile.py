@@ -7,10 +7,10 @@ import json
 from typing import Any
 
 import psycopg
+from ops_helpers import grant, ledger_bypass, negative_ledger, wrong_balance
 from typer.testing import CliRunner
 
 from billingdb.cli import app
-from ops_helpers import grant, ledger_bypass, negative_ledger, wrong_balance
 
 runner = CliRunner()
 

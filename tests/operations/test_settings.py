@@ -48,3 +48,24 @@ def test_bad_names_and_values_are_22023_and_change_nothing(conn, name, value) ->
     assert info.value.sqlstate == "22023"
     assert info.value.diag.message_hint
     assert contents(conn) == before
+
+
+def test_the_cli_lists_and_sets_settings(database_url: str, conn) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+
+    def run(*args: str):  # type: ignore[no-untyped-def]
+        env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+        return subprocess.run([sys.executable, "-m", "billingdb", "settings", *args, "--database-url", database_url],
+                              env=env, capture_output=True, text=True)
+
+    listed = run("list")
+    assert listed.returncode == 0 and "cache_ttl_seconds" in listed.stdout and "300" in listed.stdout
+    changed = run("set", "cache_ttl_seconds", "90")
+    assert changed.returncode == 0 and changed.stdout.strip() == "cache_ttl_seconds: 300 -> 90"
+    assert _value(conn, "cache_ttl_seconds") == "90"
+    before = contents(conn)
+    refused = run("set", "cache_ttl_seconds", "-5")
+    assert refused.returncode == 1 and "[22023]" in refused.stderr and "hint: Seconds" in refused.stderr
+    assert "Traceback" not in refused.stderr and contents(conn) == before

@@ -8,8 +8,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.types.json import Jsonb
 from helpers import balance, call, contents, customer, fund, subscribe
+from psycopg.types.json import Jsonb
 
 LONG = "u" * 256
 

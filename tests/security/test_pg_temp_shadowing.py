@@ -16,9 +16,9 @@ import re
 from typing import Any
 
 import psycopg
+from helpers import call, customer, fund, subscribe
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from helpers import call, customer, fund, subscribe
 
 #: The attacker's own code: records who ran it (and returns true, so nothing else fails). It names
 #: pg_catalog's types explicitly: its own domains would otherwise call it again.

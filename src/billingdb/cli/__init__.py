@@ -20,7 +20,7 @@ import psycopg
 import typer
 from sqlalchemy.exc import DBAPIError
 
-from billingdb.cli.billing import cache_app, credits_app, plans_app, state_command
+from billingdb.cli.billing import cache_app, credits_app, plans_app, settings_app, state_command
 from billingdb.cli.db import db_app
 from billingdb.cli.demo import demo_command
 from billingdb.cli.events import events_app
@@ -50,6 +50,7 @@ app.command("state")(state_command)
 app.add_typer(credits_app, name="credits")
 app.add_typer(plans_app, name="plans")
 app.add_typer(cache_app, name="cache")
+app.add_typer(settings_app, name="settings")
 app.command("health")(health_command)
 app.command("reconcile")(reconcile_command)
 app.add_typer(maintenance_app, name="maintenance")
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> Any:
         _fail(f"{exc} (SQLSTATE {exc.sqlstate}); nothing was changed{hint}", 2)
     except BillingError as exc:
         code = f" [{exc.sqlstate}]" if exc.sqlstate else ""
-        _fail(f"{exc}{code}", 1)
+        hint = f"; hint: {exc.hint}" if getattr(exc, "hint", None) else ""
+        _fail(f"{exc}{code}{hint}", 1)
     except psycopg.Error as exc:
         _fail(one_line_error(exc), 2)
     except DBAPIError as exc:

@@ -15,13 +15,15 @@ import typer
 
 from billingdb.cli.options import AsJson, DatabaseUrl, EnvName, open_client, print_json
 
-__all__ = ["state_command", "credits_app", "plans_app", "cache_app"]
+__all__ = ["state_command", "credits_app", "plans_app", "cache_app", "settings_app"]
 
 credits_app = typer.Typer(rich_markup_mode=None, help="The credit ledger: balance, history, manual grants.", no_args_is_help=True)
 #: Amounts are PostgreSQL integers: a larger number is refused here, with its range, not by the database.
 INT_MAX = 2_147_483_647
 
 plans_app = typer.Typer(rich_markup_mode=None, help="Plans: which Stripe price gives how many credits per period.", no_args_is_help=True)
+settings_app = typer.Typer(rich_markup_mode=None, help="The billing tunables (cache TTL, past_due grace, retention, health thresholds).",
+                            no_args_is_help=True)
 cache_app = typer.Typer(rich_markup_mode=None, help="The 5-minute subscription state cache.", no_args_is_help=True)
 
 
@@ -233,3 +235,32 @@ def cache_history(
     for r in runs:
         when = f"{r.started_at.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}"[:23]
         typer.echo(f"{when}  {r.rows_deleted:>7}  {r.duration_ms:>8.3f} ms")
+
+
+@settings_app.command("list")
+def settings_list(as_json: AsJson = False, database_url: DatabaseUrl = None, env: EnvName = None) -> None:
+    """Every tunable, its value and what it means."""
+    with open_client(database_url, env) as client:
+        rows = client.billing_settings()
+    if as_json:
+        print_json(rows)
+        return
+    for row in rows:
+        typer.echo(f"{row['name']:<36} {row['value']:<28} {row['description'] or ''}")
+
+
+@settings_app.command("set", context_settings={"ignore_unknown_options": True})
+def settings_set(
+    name: Annotated[str, typer.Argument(help="The setting, e.g. cache_ttl_seconds (see `billingdb settings list`).")],
+    value: Annotated[str, typer.Argument(help="Its new value.")],
+    as_json: AsJson = False,
+    database_url: DatabaseUrl = None,
+    env: EnvName = None,
+) -> None:
+    """Change one tunable (set_billing_setting: checked, logged in the activity log)."""
+    with open_client(database_url, env) as client:
+        result = client.set_billing_setting(name, value)
+    if as_json:
+        print_json(result)
+        return
+    typer.echo(f"{result['name']}: {result['previous']} -> {result['value']}")

@@ -204,6 +204,8 @@ def replay_events(
                 try:
                     if isinstance(event, webhooks.EventRejected):
                         raise event
+                    if not isinstance(event, dict):
+                        raise webhooks.EventRejected(400, "invalid_event", "the event must be a JSON object")
                     delivered.append((where, webhooks.process_event(conn, event)))
                 except webhooks.EventRejected as exc:
                     counts["invalid"] += 1
