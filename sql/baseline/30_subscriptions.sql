@@ -542,9 +542,27 @@ BEGIN
         END IF;
     END IF;
 
-    -- The state machine: a change of status must be an allowed transition; a
-    -- refused one changes nothing and is logged.
+    -- The state machine. A strictly newer event is Stripe's newest snapshot:
+    -- it applies whatever the transitions table says (an unexpected change is
+    -- logged, not refused: refusing it would keep a state Stripe has left).
+    -- The table decides a same-second tie (forward progress wins) and a call
+    -- without an event; a refused change there changes nothing and is logged.
     IF v_status <> v_old.status AND NOT EXISTS (
+        SELECT FROM billingdb.subscription_status_transitions AS tr
+        WHERE tr.from_status = v_old.status AND tr.to_status = v_status
+    ) AND v_event_created IS NOT NULL AND (
+        v_old.last_event_created IS NULL OR v_event_created > v_old.last_event_created
+    ) THEN
+        INSERT INTO billingdb.activity_log (user_id, activity_type, details)
+        VALUES (
+            v_user_id, 'subscription_unexpected_transition',
+            jsonb_build_object(
+                'subscription_id', v_subscription_id, 'from_status', v_old.status, 'to_status', v_status,
+                'event_id', v_event_id, 'event_created', v_event_created,
+                'reason', 'a newer Stripe event: applied although the transitions table does not list it'
+            )
+        );
+    ELSIF v_status <> v_old.status AND NOT EXISTS (
         SELECT FROM billingdb.subscription_status_transitions AS tr
         WHERE tr.from_status = v_old.status AND tr.to_status = v_status
     ) THEN
@@ -622,7 +640,8 @@ COMMENT ON FUNCTION public.apply_subscription_change(
 'refused_transition (the status change is not in subscription_status_transitions: nothing changes, logged as '
 'subscription_transition_refused in activity_log), stale (nothing changes). applied is true for created and updated. '
 'Ordering: the watermark is the last applied event (last_event_created, last_event_id). An event strictly newer than '
-'it (or the first one) is applied when the state machine allows it. An older one is stale. Same second (tie): the '
+'it (or the first one) is applied whatever the transitions table says: it is Stripe''s newest snapshot (a change '
+'the table does not list is logged as subscription_unexpected_transition). An older one is stale. Same second (tie): the '
 'same event id again, or the same status, is stale; a status change is applied only if the transition is allowed '
 '(forward progress wins), else refused_transition. event_created null: an authoritative manual call, applied if '
 'the transition is allowed, the watermark kept. Same-status updates are always allowed. Applied changes log '

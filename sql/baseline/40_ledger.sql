@@ -77,13 +77,20 @@ CREATE TABLE public.credit_transactions (
     -- refund:<id>, hold:<id>, hold:<id>:release, hold:<id>:usage): unique, in a
     -- column of its own, so that no caller's key can take one.
     reference text,
-    CONSTRAINT credit_transactions_user_idempotency_key UNIQUE (user_id, idempotency_key),
-    CONSTRAINT credit_transactions_reference_key UNIQUE (reference),
     -- The row rules, in one CHECK (see _valid_credit_transaction).
     CONSTRAINT credit_transactions_valid CHECK (
         billingdb._valid_credit_transaction(transaction_type, amount, balance_after, refund_of, metadata, user_id)
     )
 );
+
+-- A caller's key names one entry of that user, and billingdb's reference one
+-- entry. Partial: the many entries without a key or a reference (a usage
+-- without a key, an allocation's caller key) cost no index entry.
+CREATE UNIQUE INDEX credit_transactions_user_idempotency_key
+ON public.credit_transactions (user_id, idempotency_key) WHERE idempotency_key IS NOT null;
+
+CREATE UNIQUE INDEX credit_transactions_reference_key
+ON public.credit_transactions (reference) WHERE reference IS NOT null;
 
 -- A usage is refunded at most once.
 CREATE UNIQUE INDEX idx_credit_transactions_refund_of

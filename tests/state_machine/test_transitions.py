@@ -33,6 +33,7 @@ ALLOWED = {
 }
 
 PAIRS = [(a, b) for a in STATUSES for b in STATUSES]
+CHANGES = [(a, b) for a, b in PAIRS if a != b]
 T0 = NOW - timedelta(hours=1)
 
 
@@ -58,28 +59,43 @@ def test_transitions_table_is_the_documented_state_machine(conn) -> None:  # typ
 
 
 @pytest.mark.parametrize(("from_status", "to_status"), PAIRS, ids=[f"{a}->{b}" for a, b in PAIRS])
-def test_every_status_pair(conn, from_status: str, to_status: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_newer_event_always_applies(conn, from_status: str, to_status: str) -> None:  # type: ignore[no-untyped-def]
+    """Stripe's newest snapshot wins: the transitions table does not refuse a strictly newer event."""
     customer(conn, "u1")
     created = subscribe(conn, "u1", from_status, event_created=T0, event_id="evt_1")
     assert created["result"] == "created" and created["applied"] is True
-    before = contents(conn)
-    # A newer event with the new status and a new period.
     r = subscribe(
         conn, "u1", to_status, period_end=NOW + timedelta(days=60), event_created=T0 + timedelta(seconds=5),
         event_id="evt_2",
     )
     assert r["from_status"] == from_status and r["to_status"] == to_status
     assert r["subscription_id"] == "sub_u1" and r["user_id"] == "u1"
-    allowed = from_status == to_status or (from_status, to_status) in ALLOWED
-    if allowed:
-        assert r["applied"] is True and r["result"] == "updated"
-        row = _row(conn)
-        assert row["status"] == to_status and row["current_period_end"] == NOW + timedelta(days=60)
-        assert row["last_event_id"] == "evt_2" and row["last_event_created"] == T0 + timedelta(seconds=5)
-        state = call(conn, "get_user_subscription_state", "u1")
-        assert state["status"] == to_status and state["cached"] is True
-        changed = count(conn, "activity_log", "activity_type = 'subscription_status_changed'")
-        assert changed == (0 if from_status == to_status else 1)
+    assert r["applied"] is True and r["result"] == "updated"
+    row = _row(conn)
+    assert row["status"] == to_status and row["current_period_end"] == NOW + timedelta(days=60)
+    assert row["last_event_id"] == "evt_2" and row["last_event_created"] == T0 + timedelta(seconds=5)
+    state = call(conn, "get_user_subscription_state", "u1")
+    assert state["status"] == to_status and state["cached"] is True
+    changed = count(conn, "activity_log", "activity_type = 'subscription_status_changed'")
+    assert changed == (0 if from_status == to_status else 1)
+    # A change the table does not list is logged as unexpected, not refused.
+    expected = from_status != to_status and (from_status, to_status) not in ALLOWED
+    unexpected = conn.execute(
+        "SELECT details FROM billingdb.activity_log WHERE activity_type = 'subscription_unexpected_transition'"
+    ).fetchall()
+    assert [x["details"]["to_status"] for x in unexpected] == ([to_status] if expected else [])
+
+
+@pytest.mark.parametrize(("from_status", "to_status"), CHANGES, ids=[f"{a}->{b}" for a, b in CHANGES])
+def test_a_same_second_tie_follows_the_table(conn, from_status: str, to_status: str) -> None:  # type: ignore[no-untyped-def]
+    """In a same-second tie the table breaks the tie: an allowed change applies, any other is refused.
+    (A same-status event in the same second is stale: test_same_second_ties.)"""
+    customer(conn, "u1")
+    subscribe(conn, "u1", from_status, event_created=T0, event_id="evt_1")
+    before = contents(conn)
+    r = subscribe(conn, "u1", to_status, event_created=T0, event_id="evt_2")
+    if (from_status, to_status) in ALLOWED:
+        assert r["applied"] is True and r["result"] == "updated" and _row(conn)["status"] == to_status
     else:
         assert r["applied"] is False and r["result"] == "refused_transition"
         after = contents(conn)
