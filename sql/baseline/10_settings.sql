@@ -8,6 +8,7 @@ CREATE TABLE billingdb.billing_settings (
     description text,
     CHECK (name <> 'cache_ttl_seconds' OR value ~ '^[0-9]{1,6}$'),
     CHECK (name <> 'past_due_can_spend' OR value IN ('true', 'false')),
+    CHECK (name <> 'user_id_metadata_key' OR value ~ '^[A-Za-z0-9_.-]{1,40}$'),
     -- The maintenance and health tunables are numbers (percentages, seconds, days, counts).
     CONSTRAINT billing_settings_maintenance_numeric CHECK (
         name NOT IN (
@@ -62,6 +63,11 @@ INSERT INTO billingdb.billing_settings (name, value, description) VALUES
 (
     'health_max_cache_staleness_seconds', '300',
     'billing_health: breach when a valid cache row is this old or older (now() - cached_at).'
+),
+(
+    'user_id_metadata_key', 'user_id',
+    'The metadata key under which Stripe objects (customer, subscription, Checkout session) carry the app''s user id '
+    '(apps using Clerk often store clerk_user_id).'
 ),
 (
     'health_max_cleanup_delay_seconds', '300',
@@ -143,7 +149,11 @@ BEGIN
         OR length(v_value) > 100
         OR (v_name = 'cache_ttl_seconds' AND v_value !~ '^[0-9]{1,6}$')
         OR (v_name = 'past_due_can_spend' AND v_value NOT IN ('true', 'false'))
-        OR (v_name NOT IN ('cache_ttl_seconds', 'past_due_can_spend') AND v_value !~ '^[0-9]{1,9}(\.[0-9]{1,4})?$')
+        OR (v_name = 'user_id_metadata_key' AND v_value !~ '^[A-Za-z0-9_.-]{1,40}$')
+        OR (
+            v_name NOT IN ('cache_ttl_seconds', 'past_due_can_spend', 'user_id_metadata_key')
+            AND v_value !~ '^[0-9]{1,9}(\.[0-9]{1,4})?$'
+        )
         OR (v_name = 'stripe_events_retention_days' AND v_value::numeric < 30)
     THEN
         RAISE EXCEPTION 'set_billing_setting: invalid value (name=%, value=%)',
@@ -167,7 +177,8 @@ $function$;
 COMMENT ON FUNCTION public.set_billing_setting(text, text) IS
 'Contract: sets one billing tunable (billing_settings.name) to value and logs setting_changed in activity_log '
 '(with the previous value and session_user). Returns jsonb {name, value, previous}. Settings: cache_ttl_seconds '
-'(seconds, 0 to 999999), past_due_can_spend (true or false), stripe_events_retention_days (at least 30), '
+'(seconds, 0 to 999999), past_due_can_spend (true or false), user_id_metadata_key (a metadata key: letters, digits, '
+'_ . -), stripe_events_retention_days (at least 30), '
 'cron_history_retention_days and the health_* thresholds (numbers). Errors: 22023 for an unknown name (the hint '
 'lists the known ones; cache_stats_reset_at is set by clear_all_subscription_cache) or a value not of the '
 'setting''s kind (the hint is the setting''s description); nothing changes.';

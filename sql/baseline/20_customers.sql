@@ -179,3 +179,36 @@ COMMENT ON FUNCTION public.link_stripe_customer(text, text) IS
 
 REVOKE ALL ON FUNCTION public.link_stripe_customer(text, text) FROM public, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.link_stripe_customer(text, text) TO service_role;
+
+-- _stripe_user_id: the app's user id a Stripe object carries in its metadata.
+CREATE OR REPLACE FUNCTION billingdb._stripe_user_id(object jsonb, what text)
+RETURNS text
+LANGUAGE plpgsql
+STABLE
+SECURITY INVOKER
+AS $function$
+DECLARE
+    v_key constant text := coalesce(billingdb._billing_setting('user_id_metadata_key'), 'user_id');
+    v_value constant jsonb := _stripe_user_id.object -> 'metadata' -> v_key;
+BEGIN
+    -- Absent, null or blank: the object names no user.
+    IF v_value IS NULL OR jsonb_typeof(v_value) = 'null' THEN
+        RETURN NULL;
+    END IF;
+    -- A user id is a non-empty string of at most 255 characters; anything else is a data error.
+    IF jsonb_typeof(v_value) <> 'string' OR length(v_value #>> '{}') > 255 THEN
+        RAISE EXCEPTION '%.metadata.% is not a usable user id (type=%, length=%)',
+            _stripe_user_id.what, v_key, jsonb_typeof(v_value), length(v_value #>> '{}')
+            USING ERRCODE = '22023',
+                HINT = 'Store the app''s user id as a string of at most 255 characters in that metadata key.';
+    END IF;
+    RETURN nullif(btrim(v_value #>> '{}'), '');
+END
+$function$;
+
+COMMENT ON FUNCTION billingdb._stripe_user_id(jsonb, text) IS
+'Internal. Contract: the user id a Stripe object carries in metadata under the key user_id_metadata_key (a setting, '
+'user_id by default): null when the key is absent, null or blank; what names the object in errors. Errors: 22023 '
+'when the value is not a string or is longer than 255 characters.';
+
+REVOKE ALL ON FUNCTION billingdb._stripe_user_id(jsonb, text) FROM public, anon, authenticated;

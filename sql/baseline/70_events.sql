@@ -660,6 +660,7 @@ DECLARE
     v_event constant jsonb := _dispatch_stripe_event.event;
     v_type constant text := _dispatch_stripe_event.event ->> 'type';
     v_customer_id text;
+    v_user_id text;
     v_sqlstate text;
     v_message text;
     v_hint text;
@@ -667,6 +668,35 @@ BEGIN
     -- A sub-transaction: on any error the handler's effects roll back and the
     -- error is returned as the outcome (failed) instead of raised.
     BEGIN
+        -- The user the event's object names in its metadata (a customer's, a
+        -- subscription's, an invoice's subscription details, in either API
+        -- shape) links its customer to that user, as a Checkout session does:
+        -- no Checkout is needed. A link that contradicts an existing one is
+        -- refused (BD004) and the event fails; nothing is relinked.
+        IF v_type IN (
+            'customer.created', 'customer.updated',
+            'customer.subscription.created', 'customer.subscription.updated', 'customer.subscription.deleted',
+            'customer.subscription.paused', 'customer.subscription.resumed',
+            'invoice.paid', 'invoice.payment_succeeded', 'invoice.payment_failed'
+        ) THEN
+            v_user_id := CASE
+                WHEN v_type LIKE 'invoice.%' THEN billingdb._stripe_user_id(
+                    coalesce(
+                        v_event #> '{data,object,parent,subscription_details}',
+                        v_event #> '{data,object,subscription_details}'
+                    ),
+                    'invoice.subscription_details'
+                )
+                WHEN v_type LIKE 'customer.subscription.%'
+                    THEN billingdb._stripe_user_id(v_event #> '{data,object}', 'subscription')
+                ELSE billingdb._stripe_user_id(v_event #> '{data,object}', 'customer')
+            END;
+            v_customer_id := billingdb._stripe_event_refs(v_event) ->> 'customer_id';
+            IF v_user_id IS NOT NULL AND v_customer_id IS NOT NULL THEN
+                PERFORM public.link_stripe_customer(v_user_id, v_customer_id);
+            END IF;
+        END IF;
+
         -- Subscription and invoice events belong to a user through the
         -- customer: unknown customer, park the event until the link arrives.
         IF v_type IN (
@@ -697,6 +727,15 @@ BEGIN
             WHEN v_type IN ('invoice.paid', 'invoice.payment_succeeded') THEN billingdb._apply_stripe_invoice_paid(v_event)
             WHEN v_type = 'invoice.payment_failed' THEN billingdb._apply_stripe_invoice_failed(v_event)
             WHEN v_type = 'checkout.session.completed' THEN billingdb._apply_stripe_checkout_completed(v_event)
+            WHEN v_type IN ('customer.created', 'customer.updated') THEN jsonb_build_object(
+                'status', CASE WHEN v_user_id IS NULL THEN 'ignored' ELSE 'processed' END,
+                'detail', CASE
+                    WHEN v_user_id IS NULL THEN jsonb_build_object(
+                        'reason', 'the customer''s metadata names no user', 'customer_id', v_customer_id
+                    )
+                    ELSE jsonb_build_object('action', 'link', 'user_id', v_user_id, 'customer_id', v_customer_id)
+                END
+            )
             ELSE jsonb_build_object(
                 'status', 'ignored', 'detail', jsonb_build_object('reason', 'event type not handled', 'type', v_type)
             )
@@ -720,7 +759,11 @@ COMMENT ON FUNCTION billingdb._dispatch_stripe_event(jsonb) IS
 'detail} (and error when failed): customer.subscription.created|updated|deleted|paused|resumed -> '
 '_apply_stripe_subscription_event; invoice.paid, invoice.payment_succeeded -> _apply_stripe_invoice_paid; '
 'invoice.payment_failed -> _apply_stripe_invoice_failed; checkout.session.completed -> '
-'_apply_stripe_checkout_completed; any other type: ignored {reason, type}. A subscription or invoice event whose '
+'_apply_stripe_checkout_completed; customer.created|updated -> processed {action: link} when the customer''s '
+'metadata names a user, else ignored; any other type: ignored {reason, type}. First, a customer, subscription or '
+'invoice event whose object names a user in its metadata (key: the setting user_id_metadata_key; for an invoice, its '
+'subscription_details) links the customer to that user (link_stripe_customer: BD004 when that contradicts a link; '
+'22023 when the value is not a usable user id), which applies the customer''s pending events. A subscription or invoice event whose '
 'customer no user is linked to is pending {reason, customer_id} and changes nothing. Never raises: on any error '
 '(those of the handlers; 22023 when such an event names no customer) the effects roll back and the result is status '
 'failed, error ''[SQLSTATE] message'', detail {sqlstate, error, hint}.';

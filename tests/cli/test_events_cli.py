@@ -153,3 +153,19 @@ def test_event_rows_after_cli_match_sql(conn, database_url: str, tmp_path: Path)
     e = w.event("plan.created", {"id": "price_q", "object": "plan"})
     assert _run(database_url, "events", "replay", str(_write(tmp_path / "p.json", e))).exit_code == 0
     assert event_row(conn, e["id"])["status"] == "ignored"
+
+
+def test_customers_list_unlinked_then_link_and_show(conn, database_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    setup_plans(conn)
+    w = StripeWorld()  # no user in the metadata: the events wait for a link
+    events = [e for e in w.new_subscription() if e["type"] != "checkout.session.completed"]
+    assert _run(database_url, "events", "replay", str(_write(tmp_path / "e.json", events))).exit_code == 0
+    waiting = _run(database_url, "customers", "list", "--unlinked")
+    assert waiting.exit_code == 1 and w.customer_id in waiting.output, waiting.output
+    linked = _run(database_url, "customers", "link", w.user_id, w.customer_id)
+    assert linked.exit_code == 0 and f"linked {w.user_id} to {w.customer_id}" in linked.output
+    assert "no customer is waiting" in _run(database_url, "customers", "list", "--unlinked").output
+    shown = _run(database_url, "customers", "show", w.customer_id)
+    assert shown.exit_code == 0 and w.user_id in shown.output and "events not done   0" in shown.output
+    assert world_state(conn, w.user_id, w.customer_id)["balance"] == 30
+    assert _run(database_url, "customers", "show", "cus_nobody").exit_code == 1

@@ -323,7 +323,7 @@ def test_checkout_for_a_customer_of_another_user_fails(db, shape) -> None:  # ty
 def test_unhandled_types_are_ignored(db, shape) -> None:  # type: ignore[no-untyped-def]
     w = linked_world(db, shape)
     before = table_contents(db, ["subscriptions", "credit_transactions", "activity_log", "stripe_customers"])
-    for event_type in ("customer.created", "invoice.finalized", "plan.created", "charge.succeeded"):
+    for event_type in ("customer.discount.created", "invoice.finalized", "plan.created", "charge.succeeded"):
         r = process(db, w.event(event_type, {"id": "obj_123", "object": "thing"}))
         assert r["status"] == "ignored" and r["detail"]["type"] == event_type
     # A one-off invoice (no subscription) allocates nothing.

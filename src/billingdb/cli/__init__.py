@@ -20,7 +20,14 @@ import psycopg
 import typer
 from sqlalchemy.exc import DBAPIError
 
-from billingdb.cli.billing import cache_app, credits_app, plans_app, settings_app, state_command
+from billingdb.cli.billing import (
+    cache_app,
+    credits_app,
+    plans_app,
+    settings_app,
+    state_command,
+)
+from billingdb.cli.customers import customers_app
 from billingdb.cli.db import db_app
 from billingdb.cli.demo import demo_command
 from billingdb.cli.events import events_app
@@ -51,6 +58,7 @@ app.add_typer(credits_app, name="credits")
 app.add_typer(plans_app, name="plans")
 app.add_typer(cache_app, name="cache")
 app.add_typer(settings_app, name="settings")
+app.add_typer(customers_app, name="customers")
 app.command("health")(health_command)
 app.command("reconcile")(reconcile_command)
 app.add_typer(maintenance_app, name="maintenance")

@@ -138,6 +138,9 @@ class StripeWorld:
     cancel_at_period_end: bool = False
     canceled_at: int | None = None
     livemode: bool = False
+    #: Whether the subscription's metadata (and so its invoices' subscription_details) carries the user id,
+    #: as billingdb's checkout route sets it. Off by default: the seed's scenarios link through Checkout.
+    user_in_metadata: bool = False
 
     def __post_init__(self) -> None:
         if not self.period_start:
@@ -148,7 +151,7 @@ class StripeWorld:
 
     def _subscription_metadata(self) -> dict[str, str]:
         """The subscription's metadata (copied onto its invoices): the user, and credits when the price has none."""
-        meta = {"user_id": self.user_id}
+        meta = {"user_id": self.user_id} if self.user_in_metadata else {}
         if self.price_credits_metadata is not None:
             meta["credits"] = str(self.price_credits_metadata)
         return meta
@@ -240,6 +243,9 @@ class StripeWorld:
             subtotal=amount,
         )
         inv["lines"]["url"] = f"/v1/invoices/{invoice_id}/lines"
+        if not self.basil:
+            # Before basil the subscription's metadata is copied onto the invoice's subscription_details.
+            inv["subscription_details"] = {"metadata": self._subscription_metadata()}
         if self.basil:
             inv.pop("subscription", None)
             inv["parent"] = {
