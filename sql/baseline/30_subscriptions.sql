@@ -11,6 +11,10 @@ CREATE TABLE billingdb.plans (
     currency text CHECK (currency ~ '^[a-z]{3}$'),
     billing_interval text CHECK (billing_interval IN ('day', 'week', 'month', 'year')),
     reset_each_period boolean NOT NULL DEFAULT false,
+    -- What a mid-period upgrade to this plan grants: the difference between the
+    -- plans' credits, this plan's full credits, or nothing (a downgrade grants
+    -- nothing: the new plan's credits come with the next renewal).
+    change_credits text NOT NULL DEFAULT 'difference' CHECK (change_credits IN ('difference', 'full', 'none')),
     active boolean NOT NULL DEFAULT true,
     metadata jsonb NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(metadata) = 'object'),
     created_at timestamptz NOT NULL DEFAULT now(),
@@ -19,7 +23,8 @@ CREATE TABLE billingdb.plans (
 
 COMMENT ON TABLE billingdb.plans IS
 'Stripe price id -> plan name and credits granted per paid period; reset_each_period: unused credits of the '
-'ended period expire when the next invoice allocates (see add_subscription_credits). Written by set_plan().';
+'ended period expire when the next invoice allocates (see add_subscription_credits); change_credits: what a '
+'mid-period upgrade to this plan grants (difference, full, none). Written by set_plan().';
 
 -- _valid_subscription: subscriptions' row rules, the table's one CHECK (see
 -- _valid_credit_transaction for why a function). IMMUTABLE, no table access: neither SECURITY DEFINER
@@ -163,7 +168,8 @@ CREATE OR REPLACE FUNCTION public.set_plan(
     amount_cents integer DEFAULT null,
     currency text DEFAULT null,
     billing_interval text DEFAULT null,
-    active boolean DEFAULT true
+    active boolean DEFAULT true,
+    change_credits text DEFAULT null
 )
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -179,6 +185,7 @@ DECLARE
     v_currency constant text := lower(nullif(btrim(set_plan.currency), ''));
     v_interval constant text := lower(nullif(btrim(set_plan.billing_interval), ''));
     v_active constant boolean := coalesce(set_plan.active, true);
+    v_change constant text := lower(nullif(btrim(set_plan.change_credits), ''));
     v_old billingdb.plans;
     v_row billingdb.plans;
     v_created boolean;
@@ -216,12 +223,22 @@ BEGIN
             v_price_id, quote_literal(v_interval)
             USING ERRCODE = '22023', HINT = 'One of day, week, month, year.';
     END IF;
+    IF v_change NOT IN ('difference', 'full', 'none') THEN
+        RAISE EXCEPTION 'set_plan: unknown plan-change policy (price_id=%, change_credits=%)',
+            v_price_id, quote_literal(v_change)
+            USING ERRCODE = '22023',
+                HINT = 'difference (the credits between the plans, the default), full (this plan''s credits) or none.';
+    END IF;
 
     -- Create, or lock and update the existing plan.
     INSERT INTO billingdb.plans AS p (
-        price_id, name, credits_per_period, reset_each_period, amount_cents, currency, billing_interval, active
+        price_id, name, credits_per_period, reset_each_period, change_credits, amount_cents, currency,
+        billing_interval, active
     )
-    VALUES (v_price_id, v_name, v_credits, v_reset, v_amount_cents, v_currency, v_interval, v_active)
+    VALUES (
+        v_price_id, v_name, v_credits, v_reset, coalesce(v_change, 'difference'), v_amount_cents, v_currency,
+        v_interval, v_active
+    )
     ON CONFLICT ON CONSTRAINT plans_pkey DO NOTHING
     RETURNING p.* INTO v_row;
     v_created := FOUND;
@@ -232,6 +249,7 @@ BEGIN
             name = v_name,
             credits_per_period = v_credits,
             reset_each_period = v_reset,
+            change_credits = coalesce(v_change, p.change_credits),
             amount_cents = v_amount_cents,
             currency = v_currency,
             billing_interval = v_interval,
@@ -250,18 +268,20 @@ BEGIN
 END
 $function$;
 
-COMMENT ON FUNCTION public.set_plan(text, text, integer, boolean, integer, text, text, boolean) IS
+COMMENT ON FUNCTION public.set_plan(text, text, integer, boolean, integer, text, text, boolean, text) IS
 'Contract: creates or updates the plan of a Stripe price (upsert by price_id; metadata is kept) and returns the plan '
 'row as jsonb {price_id, name, credits_per_period, amount_cents, currency, billing_interval, reset_each_period, '
-'active, metadata, created_at, updated_at} plus created (true when new). currency and billing_interval are '
+'change_credits, active, metadata, created_at, updated_at} plus created (true when new). change_credits: what a '
+'mid-period upgrade to this plan grants, difference (default), full or none; null keeps the stored policy. currency and billing_interval are '
 'lower-cased; a null reset_each_period or active takes its default. A new plan or a new name drops the '
 'subscription_cache rows of that price (the next read recomputes them). Errors: 22023 when price_id or name is null '
-'or blank, credits_per_period is null or <= 0, amount_cents < 0, currency is not 3 letters, or billing_interval is '
-'not day, week, month or year.';
+'or blank, credits_per_period is null or <= 0, amount_cents < 0, currency is not 3 letters, billing_interval is '
+'not day, week, month or year, or change_credits is not difference, full or none.';
 
-REVOKE ALL ON FUNCTION public.set_plan(text, text, integer, boolean, integer, text, text, boolean)
+REVOKE ALL ON FUNCTION public.set_plan(text, text, integer, boolean, integer, text, text, boolean, text)
 FROM public, anon, authenticated;
-GRANT EXECUTE ON FUNCTION public.set_plan(text, text, integer, boolean, integer, text, text, boolean) TO service_role;
+GRANT EXECUTE ON FUNCTION public.set_plan(text, text, integer, boolean, integer, text, text, boolean, text)
+TO service_role;
 
 -- get_plan: one plan, for callers that may not read the private table (checkout).
 CREATE OR REPLACE FUNCTION public.get_plan(price_id text)
@@ -278,7 +298,8 @@ BEGIN
     RETURN (
         SELECT jsonb_build_object(
             'price_id', p.price_id, 'name', p.name, 'credits_per_period', p.credits_per_period,
-            'reset_each_period', p.reset_each_period, 'amount_cents', p.amount_cents, 'currency', p.currency,
+            'reset_each_period', p.reset_each_period, 'change_credits', p.change_credits,
+            'amount_cents', p.amount_cents, 'currency', p.currency,
             'billing_interval', p.billing_interval, 'active', p.active
         )
         FROM billingdb.plans AS p
@@ -288,7 +309,8 @@ END
 $function$;
 
 COMMENT ON FUNCTION public.get_plan(text) IS
-'Contract: the plan of a Stripe price as jsonb {price_id, name, credits_per_period, reset_each_period, amount_cents, '
+'Contract: the plan of a Stripe price as jsonb {price_id, name, credits_per_period, reset_each_period, change_credits, '
+'amount_cents, '
 'currency, billing_interval, active}, or null when the price is not a plan (or price_id is null). Never raises.';
 
 REVOKE ALL ON FUNCTION public.get_plan(text) FROM public, anon, authenticated;
@@ -610,6 +632,16 @@ BEGIN
             last_event_id = CASE WHEN v_event_created IS NULL THEN s.last_event_id ELSE v_event_id END,
             updated_at = now()
         WHERE s.subscription_id = v_subscription_id;
+        IF v_price_id IS DISTINCT FROM v_old.price_id AND v_price_id IS NOT NULL AND v_old.price_id IS NOT NULL THEN
+            INSERT INTO billingdb.activity_log (user_id, activity_type, details)
+            VALUES (
+                v_user_id, 'subscription_plan_changed',
+                jsonb_build_object(
+                    'subscription_id', v_subscription_id, 'from_price_id', v_old.price_id, 'to_price_id', v_price_id,
+                    'event_id', v_event_id, 'event_created', v_event_created
+                )
+            );
+        END IF;
         IF v_status <> v_old.status THEN
             INSERT INTO billingdb.activity_log (user_id, activity_type, details)
             VALUES (
@@ -645,7 +677,8 @@ COMMENT ON FUNCTION public.apply_subscription_change(
 'same event id again, or the same status, is stale; a status change is applied only if the transition is allowed '
 '(forward progress wins), else refused_transition. event_created null: an authoritative manual call, applied if '
 'the transition is allowed, the watermark kept. Same-status updates are always allowed. Applied changes log '
-'subscription_created / subscription_status_changed and refresh the user''s cache row. Errors: 22023 for a '
+'subscription_created / subscription_status_changed / subscription_plan_changed (a new price) and refresh the '
+'user''s cache row. Errors: 22023 for a '
 'malformed subscription (sub_) or customer (cus_) id, an unknown status, current_period_end < current_period_start, '
 'neither user_id nor customer_id, or event_id without event_created; BD001 when user_id is null and no user is '
 'linked to customer_id; BD004 when customer_id is linked to another user; BD013 when the subscription belongs to '

@@ -701,6 +701,7 @@ DECLARE
     v_reset boolean := false;
     v_previous public.credit_transactions;
     v_used integer;
+    v_granted integer;
     v_balance integer;
     v_expired integer := 0;
     v_expiration public.credit_transactions;
@@ -787,20 +788,30 @@ BEGIN
     END IF;
 
     -- Reset: the unused credits of the ended period expire first. They are what
-    -- the previous allocation of this subscription granted minus the user's net
-    -- usage since (usages after it, less the refunds of those usages), never
-    -- below 0 and never more than the balance: credits are spent from the
-    -- period's allocation first; other credits (grants) stay.
-    IF v_reset THEN
+    -- the period's allocations of this subscription granted (the one that
+    -- opened the period, and any plan change paid within it) minus the user's
+    -- net usage since (usages after it, less the refunds of those usages),
+    -- never below 0 and never more than the balance: credits are spent from the
+    -- period's allocations first; other credits (grants) stay. A plan change
+    -- paid mid-period (subscription_update) opens no period: nothing expires.
+    IF v_reset AND (v_extra ->> 'billing_reason') IS DISTINCT FROM 'subscription_update' THEN
         SELECT t.* INTO v_previous
         FROM public.credit_transactions AS t
         WHERE
             t.user_id = v_user_id
             AND t.transaction_type = 'allocation'
             AND t.metadata ->> 'subscription_id' = v_subscription_id
+            AND (t.metadata ->> 'billing_reason') IS DISTINCT FROM 'subscription_update'
         ORDER BY t.id DESC
         LIMIT 1;
         IF FOUND THEN
+            SELECT coalesce(sum(t.amount), 0) INTO v_granted
+            FROM public.credit_transactions AS t
+            WHERE
+                t.user_id = v_user_id
+                AND t.id >= v_previous.id
+                AND t.transaction_type = 'allocation'
+                AND t.metadata ->> 'subscription_id' = v_subscription_id;
             SELECT coalesce(-sum(t.amount), 0) INTO v_used
             FROM public.credit_transactions AS t
             WHERE
@@ -808,7 +819,7 @@ BEGIN
                 AND t.id > v_previous.id
                 AND (t.transaction_type = 'usage' OR (t.transaction_type = 'refund' AND t.refund_of > v_previous.id));
             SELECT b.balance INTO v_balance FROM billingdb.credit_balances AS b WHERE b.user_id = v_user_id;
-            v_expired := least(coalesce(v_balance, 0), greatest(0, v_previous.amount - v_used));
+            v_expired := least(coalesce(v_balance, 0), greatest(0, v_granted - v_used));
             IF v_expired > 0 THEN
                 v_expiration := billingdb._append_credit_transaction(
                     v_user_id, -v_expired, 'expiration',
@@ -864,10 +875,11 @@ COMMENT ON FUNCTION public.add_subscription_credits(text, text, text, integer, t
 'and returns the first allocation (its transaction_id, credits, expired) with duplicate true and the current '
 'balance. Reset: when the subscription is known and its plan (subscriptions.price_id -> plans) has '
 'reset_each_period, the unused credits of the ended period first expire as an expiration entry (negative amount, '
-'reference expiration:<invoice_id>, never a delete): unused = least(balance, greatest(0, A - U)) where A is the amount of '
-'this subscription''s previous allocation and U the user''s usages after that allocation less the refunds of those '
-'usages (credits are spent from the period''s allocation first; granted credits do not expire); the first '
-'allocation of a subscription expires nothing. An unknown subscription allocates without a reset. Errors: 22023 for a '
+'reference expiration:<invoice_id>, never a delete): unused = least(balance, greatest(0, A - U)) where A is what '
+'this subscription''s allocations of the ended period granted (the one that opened it and any plan change paid '
+'within it) and U the user''s usages after the period''s first allocation less the refunds of those usages (credits '
+'are spent from the period''s allocations first; granted credits do not expire); the first allocation of a '
+'subscription, and a plan change paid mid-period (metadata billing_reason subscription_update), expire nothing. An unknown subscription allocates without a reset. Errors: 22023 for a '
 'malformed customer (cus_), invoice (in_) or subscription (sub_) id, credits null or <= 0, or metadata not an '
 'object; BD001 when no user is '
 'linked to customer_id; BD013 when the subscription belongs to another user; BD012 when the invoice was allocated '

@@ -494,6 +494,11 @@ DECLARE
     v_invoice_id constant text := billingdb._stripe_id(_apply_stripe_invoice_paid.event #> '{data,object,id}');
     v_reason constant text := _apply_stripe_invoice_paid.event #>> '{data,object,billing_reason}';
     v_price jsonb;
+    v_credits integer;
+    v_policy text;
+    v_previous_price text;
+    v_previous_credits integer;
+    v_sub billingdb.subscriptions;
     v_allocation jsonb;
 BEGIN
     -- Only subscription invoices grant credits.
@@ -506,13 +511,65 @@ BEGIN
 
     -- The credits for the invoice's price (BD003 when unknown: failed, retried later).
     v_price := billingdb._stripe_invoice_credits(v_invoice);
+    v_credits := (v_price ->> 'credits')::integer;
+
+    -- A plan change paid mid-period (billing_reason subscription_update) grants
+    -- what the new plan's policy says: the difference from the plan of the
+    -- subscription's previous allocation (the default; nothing for a
+    -- downgrade, whose credits come with the next renewal), the new plan's full
+    -- credits, or nothing.
+    IF v_reason = 'subscription_update' THEN
+        -- The invoice bills the new price: when no newer subscription event said
+        -- otherwise, the subscription takes it now (Stripe may send the update
+        -- later, or never: an emulator does not), logged as a plan change.
+        SELECT s.* INTO v_sub FROM billingdb.subscriptions AS s WHERE s.subscription_id = v_refs ->> 'subscription_id';
+        IF
+            FOUND
+            AND v_sub.price_id IS DISTINCT FROM v_price ->> 'price_id'
+            AND (v_sub.last_event_created IS NULL OR to_timestamp((v_event ->> 'created')::bigint) > v_sub.last_event_created)
+        THEN
+            PERFORM public.apply_subscription_change(
+                v_sub.subscription_id, NULL, v_sub.stripe_customer_id, v_sub.status, v_price ->> 'price_id',
+                v_sub.current_period_start, v_sub.current_period_end, v_sub.cancel_at_period_end, v_sub.canceled_at,
+                NULL, NULL
+            );
+        END IF;
+        SELECT p.change_credits INTO v_policy FROM billingdb.plans AS p WHERE p.price_id = v_price ->> 'price_id';
+        v_policy := coalesce(v_policy, 'difference');
+        SELECT t.metadata ->> 'price_id', coalesce(p.credits_per_period, t.amount)
+        INTO v_previous_price, v_previous_credits
+        FROM public.credit_transactions AS t
+        LEFT JOIN billingdb.plans AS p ON (t.metadata ->> 'price_id') = p.price_id
+        WHERE
+            t.transaction_type = 'allocation'
+            AND t.metadata ->> 'subscription_id' = v_refs ->> 'subscription_id'
+            AND t.metadata ->> 'invoice_id' IS DISTINCT FROM v_invoice_id
+        ORDER BY t.id DESC
+        LIMIT 1;
+        v_credits := CASE v_policy
+            WHEN 'full' THEN v_credits
+            WHEN 'none' THEN 0
+            ELSE greatest(0, v_credits - coalesce(v_previous_credits, 0))
+        END;
+        IF v_credits = 0 THEN
+            RETURN jsonb_build_object(
+                'status', 'processed',
+                'detail', jsonb_build_object(
+                    'action', 'credits', 'invoice_id', v_invoice_id, 'billing_reason', v_reason,
+                    'price_id', v_price ->> 'price_id', 'previous_price_id', v_previous_price, 'policy', v_policy,
+                    'allocation', NULL,
+                    'reason', 'plan change: no credits now (a downgrade, or the plan''s policy)'
+                )
+            );
+        END IF;
+    END IF;
 
     -- At most once per invoice: invoice.paid and invoice.payment_succeeded both land here.
     v_allocation := public.add_subscription_credits(
         customer_id => v_refs ->> 'customer_id',
         invoice_id => v_invoice_id,
         subscription_id => v_refs ->> 'subscription_id',
-        credits => (v_price ->> 'credits')::integer,
+        credits => v_credits,
         description => format(
             'Subscription credits (%s) for invoice %s', coalesce(v_reason, 'unknown reason'), v_invoice_id
         ),
@@ -520,6 +577,8 @@ BEGIN
             'billing_reason', v_reason,
             'price_id', v_price ->> 'price_id',
             'credits_source', v_price ->> 'source',
+            'change_policy', v_policy,
+            'previous_price_id', v_previous_price,
             'stripe_event_id', v_event ->> 'id',
             'event_type', v_event ->> 'type'
         )
@@ -533,6 +592,7 @@ BEGIN
             'billing_reason', v_reason,
             'price_id', v_price ->> 'price_id',
             'credits_source', v_price ->> 'source',
+            'policy', v_policy,
             'allocation', v_allocation
         )
     );
@@ -543,7 +603,12 @@ COMMENT ON FUNCTION billingdb._apply_stripe_invoice_paid(jsonb) IS
 'Internal. Contract: invoice.paid and invoice.payment_succeeded: allocates the credits of the invoice''s price '
 '(_stripe_invoice_credits) with add_subscription_credits, at most once per invoice whichever event comes first; the '
 'ledger entry''s metadata records billing_reason (subscription_create, subscription_cycle, subscription_update, ...), '
-'price_id, credits_source and the event. Returns jsonb {status, detail}: processed with detail {action: credits, '
+'price_id, credits_source and the event. A subscription_update invoice (a plan change paid mid-period) grants what '
+'the new plan''s change_credits says: difference (the new plan''s credits less those of the plan of the '
+'subscription''s previous allocation, never below 0: a downgrade grants nothing now), full, or none; with 0 '
+'credits nothing is allocated and the result is processed with allocation null. Such an invoice also gives the '
+'subscription its new price (apply_subscription_change, authoritative) unless a subscription event newer than the '
+'invoice''s event was applied. Returns jsonb {status, detail}: processed with detail {action: credits, '
 'invoice_id, billing_reason, price_id, credits_source, allocation: add_subscription_credits''s result (duplicate true '
 'for the second event of an invoice)}; ignored with detail {reason, invoice_id} for an invoice without a '
 'subscription. Errors: BD003 for an unknown price without metadata.credits; those of add_subscription_credits.';

@@ -71,8 +71,9 @@ DROP FUNCTION IF EXISTS public.apply_subscription_change(text, text, text, text,
 DROP FUNCTION IF EXISTS billingdb._refusal_message(jsonb);
 DROP FUNCTION IF EXISTS billingdb._spending_refusal(text, boolean, timestamp with time zone);
 DROP FUNCTION IF EXISTS public.get_plan(text);
-DROP FUNCTION IF EXISTS public.set_plan(text, text, integer, boolean, integer, text, text, boolean);
+DROP FUNCTION IF EXISTS public.set_plan(text, text, integer, boolean, integer, text, text, boolean, text);
 DROP FUNCTION IF EXISTS public.link_stripe_customer(text, text);
+DROP FUNCTION IF EXISTS billingdb._stripe_user_id(jsonb, text);
 DROP FUNCTION IF EXISTS public.get_or_create_stripe_customer(text, text);
 DROP FUNCTION IF EXISTS billingdb._lock_stripe_customer(text);
 DROP FUNCTION IF EXISTS billingdb._billing_setting(text);

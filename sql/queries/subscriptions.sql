@@ -46,7 +46,8 @@ SELECT
         %(amount_cents)s,
         %(currency)s,
         %(billing_interval)s,
-        %(active)s
+        %(active)s,
+        %(change_credits)s
     ) AS result;
 
 -- name: list_plans
@@ -56,6 +57,7 @@ SELECT
     p.name,
     p.credits_per_period,
     p.reset_each_period,
+    p.change_credits,
     p.amount_cents,
     p.currency,
     p.billing_interval,

@@ -148,6 +148,7 @@ class Plan:
     name: str
     credits_per_period: int
     reset_each_period: bool = False
+    change_credits: str = "difference"
     amount_cents: int | None = None
     currency: str | None = None
     billing_interval: str | None = None
@@ -321,12 +322,12 @@ class BillingClient:
     def set_plan(
         self, price_id: str, name: str, credits_per_period: int, *, reset_each_period: bool = False,
         amount_cents: int | None = None, currency: str | None = None, billing_interval: str | None = None,
-        active: bool = True,
+        active: bool = True, change_credits: str | None = None,
     ) -> Plan:
         return _build(Plan, self._call(
             "set_plan", price_id=price_id, name=name, credits_per_period=credits_per_period,
             reset_each_period=reset_each_period, amount_cents=amount_cents, currency=currency,
-            billing_interval=billing_interval, active=active,
+            billing_interval=billing_interval, active=active, change_credits=change_credits,
         ))
 
     def list_plans(self) -> list[Plan]:

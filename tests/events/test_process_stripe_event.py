@@ -124,6 +124,9 @@ def test_period_is_the_subscriptions_or_the_items_span(db, shape) -> None:  # ty
 def test_plan_change_invoice_grants_the_priced_non_proration_line(db, shape) -> None:  # type: ignore[no-untyped-def]
     # Lines: the old price's unused time (proration, negative), a line without a price, the new
     # price. The credits are the new price's plan (Team, 200), whatever the order of the lines.
+    # (The policy "full" grants them whole at each plan change: tests/events/test_plan_changes.py
+    # tests the policies.)
+    db.execute("SELECT public.set_plan('price_team_test', 'Team', 200, change_credits => 'full')")
     w = linked_world(db, shape)
     inv = w.invoice("subscription_update", price_id="price_team_test")
     new_line = inv["lines"]["data"][0]

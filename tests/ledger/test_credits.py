@@ -686,6 +686,7 @@ INTERNAL_INVOKERS = {
     "_store_subscription_cache(text,jsonb)",
     "_stripe_invoice_credits(jsonb)",
     "_try_lock_user(text)",
+    "_stripe_user_id(jsonb,text)",
     # Called by `billingdb db downgrade` as the owner (the plan's row counts), not by an entry point.
     "_row_counts(text[])",
 }

@@ -132,12 +132,13 @@ def plans_list(as_json: AsJson = False, database_url: DatabaseUrl = None, env: E
     if not plans:
         typer.echo("no plans yet: add one with `billingdb plans set PRICE_ID --name NAME --credits N`")
         return
-    typer.echo(f"{'price':<28} {'name':<14} {'credits':>7}  {'price':>9}  {'period':<7} {'unused credits':<15} active")
+    typer.echo(f"{'price':<28} {'name':<14} {'credits':>7}  {'price':>9}  {'period':<7} {'unused credits':<15} "
+               f"{'upgrade grants':<15} active")
     for p in plans:
         amount = f"{p.amount_cents / 100:.2f} {p.currency or ''}".strip() if p.amount_cents is not None else "-"
         policy = "expire" if p.reset_each_period else "roll over"
         typer.echo(f"{p.price_id:<28} {p.name:<14} {p.credits_per_period:>7}  {amount:>9}  "
-                   f"{p.billing_interval or '-':<7} {policy:<15} {'yes' if p.active else 'no'}")
+                   f"{p.billing_interval or '-':<7} {policy:<15} {p.change_credits:<15} {'yes' if p.active else 'no'}")
 
 
 @plans_app.command("set")
@@ -152,6 +153,11 @@ def plans_set(
     currency: Annotated[str | None, typer.Option(help="ISO currency, e.g. usd.")] = None,
     interval: Annotated[str | None, typer.Option(help="day, week, month or year.")] = None,
     active: Annotated[bool, typer.Option("--active/--inactive", help="Offered for new checkouts.")] = True,
+    on_upgrade: Annotated[str | None, typer.Option(
+        "--on-upgrade", metavar="POLICY",
+        help="What a mid-period upgrade to this plan grants: difference (the credits between the plans; the "
+             "default), full (this plan's credits) or none. A downgrade grants nothing until the next renewal.",
+        show_default=False)] = None,
     as_json: AsJson = False,
     database_url: DatabaseUrl = None,
     env: EnvName = None,
@@ -160,7 +166,7 @@ def plans_set(
     with open_client(database_url, env) as client:
         plan = client.set_plan(price_id, name, credits, reset_each_period=reset_each_period,
                                amount_cents=amount_cents, currency=currency, billing_interval=interval,
-                               active=active)
+                               active=active, change_credits=on_upgrade)
     if as_json:
         print_json(plan)
     else:
