@@ -46,6 +46,7 @@ DROPS_TABLES = [
     "public.stripe_events",
     "public.subscription_cache",
     "billingdb.credit_balances",
+    "billingdb.credit_shortfalls",
     "billingdb.credit_holds",
     "billingdb.subscriptions",
     "billingdb.stripe_customers",

@@ -36,10 +36,12 @@ BEGIN
     -- As a CHECK reads it: false breaks a rule, true or null (a null input) passes.
     RETURN
         -- A known type, a non-zero amount whose sign the type fixes.
-        transaction_type IN ('allocation', 'usage', 'refund', 'adjustment', 'expiration', 'hold', 'release')
+        transaction_type IN (
+            'allocation', 'usage', 'refund', 'adjustment', 'expiration', 'hold', 'release', 'clawback', 'reinstatement'
+        )
         AND amount <> 0
-        AND (transaction_type NOT IN ('allocation', 'refund', 'release') OR amount > 0)
-        AND (transaction_type NOT IN ('usage', 'expiration', 'hold') OR amount < 0)
+        AND (transaction_type NOT IN ('allocation', 'refund', 'release', 'reinstatement') OR amount > 0)
+        AND (transaction_type NOT IN ('usage', 'expiration', 'hold', 'clawback') OR amount < 0)
         -- A refund, and only a refund, names the usage it refunds.
         AND (transaction_type = 'refund') = (refund_of IS NOT NULL)
         -- The balance after the entry is never negative.
@@ -52,8 +54,9 @@ $function$;
 COMMENT ON FUNCTION billingdb._valid_credit_transaction(text, integer, integer, bigint, jsonb, text) IS
 'Internal, the CHECK of credit_transactions (constraint credit_transactions_valid). Contract: false when a row breaks '
 'a rule, else true (null when an input it needs is null, which a CHECK passes). Rules: transaction_type is one of '
-'allocation, usage, refund, adjustment, expiration, hold, release; amount is not 0; allocation, refund and release '
-'add (amount > 0); usage, expiration and hold take (amount < 0); refund_of is set exactly for a refund; '
+'allocation, usage, refund, adjustment, expiration, hold, release, clawback, reinstatement; amount is not 0; '
+'allocation, refund, release and reinstatement add (amount > 0); usage, expiration, hold and clawback take '
+'(amount < 0); refund_of is set exactly for a refund; '
 'balance_after >= 0; metadata is a JSON object; user_id is not blank. IMMUTABLE: changing the rules needs a new '
 'version and a revision that validates the stored rows again.';
 
@@ -103,9 +106,16 @@ ON public.credit_transactions (user_id, created_at);
 CREATE INDEX idx_credit_transactions_invoice_id
 ON public.credit_transactions ((metadata ->> 'invoice_id'));
 
+-- A refund or a dispute names a charge or a payment intent: the allocation it paid for.
+CREATE INDEX idx_credit_transactions_allocation_charge
+ON public.credit_transactions ((metadata ->> 'charge_id')) WHERE transaction_type = 'allocation';
+
+CREATE INDEX idx_credit_transactions_allocation_payment_intent
+ON public.credit_transactions ((metadata ->> 'payment_intent_id')) WHERE transaction_type = 'allocation';
+
 COMMENT ON TABLE public.credit_transactions IS
-'Append-only credit ledger: signed amount by transaction_type (allocation, refund, release > 0; usage, expiration, '
-'hold < 0; adjustment either), balance_after, idempotency_key (the caller''s key of a usage or an adjustment, '
+'Append-only credit ledger: signed amount by transaction_type (allocation, refund, release, reinstatement > 0; '
+'usage, expiration, hold, clawback < 0; adjustment either), balance_after, idempotency_key (the caller''s key of a usage or an adjustment, '
 'unique per user), reference (billingdb''s own, unique: invoice:<id> for allocations, expiration:<id>, refund:<id> '
 'for refunds, hold:<hold_id>, hold:<hold_id>:release and hold:<hold_id>:usage for credit holds), refund_of '
 '(unique). UPDATE, DELETE and TRUNCATE raise BD014.';
@@ -146,11 +156,34 @@ CREATE TRIGGER credit_transactions_no_truncate
 BEFORE TRUNCATE ON public.credit_transactions
 FOR EACH STATEMENT EXECUTE FUNCTION billingdb._credit_transactions_append_only();
 
+-- Credits that money going back (a refund, a lost dispute) should have taken
+-- back but could not, because they were already spent: the balance never goes
+-- below zero, so the rest is recorded here for reconcile and health to report.
+CREATE TABLE billingdb.credit_shortfalls (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id text NOT NULL,
+    allocation_id bigint NOT NULL,
+    invoice_id text,
+    cause text NOT NULL CHECK (cause IN ('refund', 'dispute')),
+    source_id text NOT NULL,
+    credits integer NOT NULL CHECK (credits > 0),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    resolved_at timestamptz
+);
+
+CREATE INDEX idx_credit_shortfalls_allocation ON billingdb.credit_shortfalls (allocation_id, cause, source_id);
+
+COMMENT ON TABLE billingdb.credit_shortfalls IS
+'Credits a refund or a dispute should have clawed back but could not (already spent): user, allocation, invoice, '
+'cause (refund, dispute), source (charge or dispute id), credits; resolved_at when a won dispute settles it. '
+'Reported by reconcile_credits (clawback_shortfall) and billing_health.';
+
 -- Private: row level security with no policy (only the owner, through the
 -- entry points, reads or writes), and no privilege for any other role.
 ALTER TABLE billingdb.credit_balances ENABLE ROW LEVEL SECURITY;
+ALTER TABLE billingdb.credit_shortfalls ENABLE ROW LEVEL SECURITY;
 
-REVOKE ALL ON TABLE billingdb.credit_balances FROM public, anon, authenticated, service_role;
+REVOKE ALL ON TABLE billingdb.credit_balances, billingdb.credit_shortfalls FROM public, anon, authenticated, service_role;
 
 -- The ledger is part of the interface: service_role reads it (the runbook's
 -- queries); only the entry points write it.
@@ -888,3 +921,176 @@ COMMENT ON FUNCTION public.add_subscription_credits(text, text, text, integer, t
 REVOKE ALL ON FUNCTION public.add_subscription_credits(text, text, text, integer, text, jsonb)
 FROM public, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.add_subscription_credits(text, text, text, integer, text, jsonb) TO service_role;
+
+-- _claw_back_credits: take back what money going back paid for, never below zero.
+CREATE OR REPLACE FUNCTION billingdb._claw_back_credits(
+    allocation_id bigint,
+    cause text,
+    source_id text,
+    target integer
+)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY INVOKER
+AS $function$
+DECLARE
+    v_allocation public.credit_transactions;
+    v_accounted integer;
+    v_due integer;
+    v_balance integer;
+    v_taken integer;
+    v_short integer;
+    v_tx public.credit_transactions;
+BEGIN
+    -- The allocation, and its user's lock (every balance change of a user is serialised).
+    SELECT t.* INTO STRICT v_allocation FROM public.credit_transactions AS t WHERE t.id = _claw_back_credits.allocation_id;
+    PERFORM billingdb._lock_user(v_allocation.user_id);
+
+    -- What this cause and source already accounted for (clawed back, or recorded
+    -- short): only the rest of the target is due, so a redelivery, or a refund
+    -- reported again with the same cumulative amount, takes nothing twice.
+    SELECT
+        coalesce((
+            SELECT -sum(t.amount) FROM public.credit_transactions AS t
+            WHERE
+                t.user_id = v_allocation.user_id
+                AND t.transaction_type = 'clawback'
+                AND (t.metadata ->> 'allocation_id')::bigint = v_allocation.id
+                AND t.metadata ->> 'cause' = _claw_back_credits.cause
+                AND t.metadata ->> 'source_id' = _claw_back_credits.source_id
+        ), 0)
+        + coalesce((
+            SELECT sum(f.credits) FROM billingdb.credit_shortfalls AS f
+            WHERE
+                f.allocation_id = v_allocation.id
+                AND f.cause = _claw_back_credits.cause
+                AND f.source_id = _claw_back_credits.source_id
+        ), 0)
+    INTO v_accounted;
+    v_due := least(_claw_back_credits.target, v_allocation.amount) - v_accounted;
+    IF v_due <= 0 THEN
+        RETURN jsonb_build_object('clawed', 0, 'shortfall', 0, 'already', v_accounted, 'user_id', v_allocation.user_id);
+    END IF;
+
+    -- Take what the balance holds; record the rest as a shortfall.
+    SELECT b.balance INTO v_balance FROM billingdb.credit_balances AS b WHERE b.user_id = v_allocation.user_id;
+    v_taken := least(v_due, coalesce(v_balance, 0));
+    v_short := v_due - v_taken;
+    IF v_taken > 0 THEN
+        v_tx := billingdb._append_credit_transaction(
+            v_allocation.user_id, -v_taken, 'clawback',
+            format('Credits of invoice %s taken back (%s %s)', v_allocation.metadata ->> 'invoice_id',
+                _claw_back_credits.cause, _claw_back_credits.source_id),
+            jsonb_build_object(
+                'allocation_id', v_allocation.id, 'invoice_id', v_allocation.metadata ->> 'invoice_id',
+                'cause', _claw_back_credits.cause, 'source_id', _claw_back_credits.source_id,
+                'target', _claw_back_credits.target
+            ),
+            NULL,
+            format('clawback:%s:%s:%s:%s', v_allocation.id, _claw_back_credits.cause, _claw_back_credits.source_id,
+                v_accounted + v_due),
+            NULL
+        );
+    END IF;
+    IF v_short > 0 THEN
+        INSERT INTO billingdb.credit_shortfalls (user_id, allocation_id, invoice_id, cause, source_id, credits)
+        VALUES (
+            v_allocation.user_id, v_allocation.id, v_allocation.metadata ->> 'invoice_id', _claw_back_credits.cause,
+            _claw_back_credits.source_id, v_short
+        );
+    END IF;
+    INSERT INTO billingdb.activity_log (user_id, activity_type, details)
+    VALUES (
+        v_allocation.user_id, 'credits_clawed_back',
+        jsonb_build_object(
+            'allocation_id', v_allocation.id, 'invoice_id', v_allocation.metadata ->> 'invoice_id',
+            'cause', _claw_back_credits.cause, 'source_id', _claw_back_credits.source_id,
+            'clawed', v_taken, 'shortfall', v_short, 'transaction_id', v_tx.id
+        )
+    );
+    IF v_taken > 0 THEN
+        PERFORM billingdb._store_cached_balance(v_allocation.user_id, v_tx.balance_after);
+    END IF;
+    RETURN jsonb_build_object(
+        'clawed', v_taken, 'shortfall', v_short, 'already', v_accounted, 'user_id', v_allocation.user_id,
+        'transaction_id', v_tx.id, 'balance', coalesce(v_tx.balance_after, v_balance)
+    );
+END
+$function$;
+
+COMMENT ON FUNCTION billingdb._claw_back_credits(bigint, text, text, integer) IS
+'Internal. Contract: takes back up to target credits of an allocation (at most its amount) for a cause (refund, '
+'dispute) and a source (the charge or dispute id): what the same cause and source already accounted for (clawback '
+'entries and shortfalls) is not taken again. Takes what the user''s balance holds as a clawback entry (never below '
+'zero) and records the rest in credit_shortfalls; logs credits_clawed_back. Returns jsonb {clawed, shortfall, '
+'already, user_id, transaction_id, balance}.';
+
+REVOKE ALL ON FUNCTION billingdb._claw_back_credits(bigint, text, text, integer) FROM public, anon, authenticated;
+
+-- _reinstate_credits: a dispute won gives back exactly what it took.
+CREATE OR REPLACE FUNCTION billingdb._reinstate_credits(allocation_id bigint, source_id text)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY INVOKER
+AS $function$
+DECLARE
+    v_allocation public.credit_transactions;
+    v_clawed integer;
+    v_tx public.credit_transactions;
+BEGIN
+    SELECT t.* INTO STRICT v_allocation FROM public.credit_transactions AS t WHERE t.id = _reinstate_credits.allocation_id;
+    PERFORM billingdb._lock_user(v_allocation.user_id);
+
+    -- Given back already (a redelivery, or funds_reinstated then closed as won): nothing again.
+    IF EXISTS (
+        SELECT FROM public.credit_transactions AS t
+        WHERE t.reference = format('reinstatement:%s:%s', v_allocation.id, _reinstate_credits.source_id)
+    ) THEN
+        RETURN jsonb_build_object('reinstated', 0, 'duplicate', true, 'user_id', v_allocation.user_id);
+    END IF;
+
+    -- Exactly what the dispute clawed back; its shortfall is settled.
+    SELECT coalesce(-sum(t.amount), 0) INTO v_clawed
+    FROM public.credit_transactions AS t
+    WHERE
+        t.user_id = v_allocation.user_id
+        AND t.transaction_type = 'clawback'
+        AND (t.metadata ->> 'allocation_id')::bigint = v_allocation.id
+        AND t.metadata ->> 'cause' = 'dispute'
+        AND t.metadata ->> 'source_id' = _reinstate_credits.source_id;
+    UPDATE billingdb.credit_shortfalls AS f
+    SET resolved_at = now()
+    WHERE f.allocation_id = v_allocation.id AND f.cause = 'dispute' AND f.source_id = _reinstate_credits.source_id
+        AND f.resolved_at IS NULL;
+    IF v_clawed > 0 THEN
+        v_tx := billingdb._append_credit_transaction(
+            v_allocation.user_id, v_clawed, 'reinstatement',
+            format('Credits of invoice %s given back (dispute %s won)', v_allocation.metadata ->> 'invoice_id',
+                _reinstate_credits.source_id),
+            jsonb_build_object(
+                'allocation_id', v_allocation.id, 'invoice_id', v_allocation.metadata ->> 'invoice_id',
+                'source_id', _reinstate_credits.source_id
+            ),
+            NULL, format('reinstatement:%s:%s', v_allocation.id, _reinstate_credits.source_id), NULL
+        );
+        PERFORM billingdb._store_cached_balance(v_allocation.user_id, v_tx.balance_after);
+    END IF;
+    INSERT INTO billingdb.activity_log (user_id, activity_type, details)
+    VALUES (
+        v_allocation.user_id, 'credits_reinstated',
+        jsonb_build_object(
+            'allocation_id', v_allocation.id, 'source_id', _reinstate_credits.source_id, 'reinstated', v_clawed
+        )
+    );
+    RETURN jsonb_build_object(
+        'reinstated', v_clawed, 'duplicate', false, 'user_id', v_allocation.user_id, 'transaction_id', v_tx.id
+    );
+END
+$function$;
+
+COMMENT ON FUNCTION billingdb._reinstate_credits(bigint, text) IS
+'Internal. Contract: a dispute (source_id) won: gives back exactly the credits it clawed back from the allocation '
+'(a reinstatement entry, reference reinstatement:<allocation>:<dispute>, once) and marks its shortfalls resolved; '
+'logs credits_reinstated. Returns jsonb {reinstated, duplicate, user_id, transaction_id}.';
+
+REVOKE ALL ON FUNCTION billingdb._reinstate_credits(bigint, text) FROM public, anon, authenticated;

@@ -579,6 +579,14 @@ BEGIN
             'credits_source', v_price ->> 'source',
             'change_policy', v_policy,
             'previous_price_id', v_previous_price,
+            -- What a later refund or dispute needs to find this allocation and size its claw-back.
+            'charge_id', billingdb._stripe_id(v_invoice -> 'charge'),
+            'payment_intent_id', coalesce(
+                billingdb._stripe_id(v_invoice -> 'payment_intent'),
+                billingdb._stripe_id(v_invoice #> '{payments,data,0,payment,payment_intent}')
+            ),
+            'amount_paid', v_invoice -> 'amount_paid',
+            'currency', v_invoice ->> 'currency',
             'stripe_event_id', v_event ->> 'id',
             'event_type', v_event ->> 'type'
         )
@@ -714,6 +722,108 @@ COMMENT ON FUNCTION billingdb._apply_stripe_invoice_failed(jsonb) IS
 
 REVOKE ALL ON FUNCTION billingdb._apply_stripe_invoice_failed(jsonb) FROM public, anon, authenticated;
 
+-- _apply_stripe_charge_event: money going back takes back the credits it paid for.
+CREATE OR REPLACE FUNCTION billingdb._apply_stripe_charge_event(event jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY INVOKER
+AS $function$
+DECLARE
+    v_type constant text := _apply_stripe_charge_event.event ->> 'type';
+    v_object constant jsonb := _apply_stripe_charge_event.event #> '{data,object}';
+    v_dispute_id text;
+    v_charge_id text;
+    v_payment_intent_id text;
+    v_invoice_id text;
+    v_allocation public.credit_transactions;
+    v_paid numeric;
+    v_refunded numeric;
+    v_result jsonb;
+BEGIN
+    -- The charge (or the dispute and its charge), and what names the invoice:
+    -- charge.invoice before 2025-03-31.basil, the payment intent since.
+    IF v_type = 'charge.refunded' THEN
+        v_charge_id := billingdb._stripe_id(v_object -> 'id');
+    ELSE
+        v_dispute_id := billingdb._stripe_id(v_object -> 'id');
+        v_charge_id := billingdb._stripe_id(v_object -> 'charge');
+    END IF;
+    v_payment_intent_id := billingdb._stripe_id(v_object -> 'payment_intent');
+    v_invoice_id := billingdb._stripe_id(v_object -> 'invoice');
+
+    -- The allocation that charge paid for.
+    SELECT t.* INTO v_allocation
+    FROM public.credit_transactions AS t
+    WHERE
+        t.transaction_type = 'allocation'
+        AND (
+            (v_invoice_id IS NOT NULL AND (t.metadata ->> 'invoice_id') = v_invoice_id)
+            OR (v_charge_id IS NOT NULL AND (t.metadata ->> 'charge_id') = v_charge_id)
+            OR (v_payment_intent_id IS NOT NULL AND (t.metadata ->> 'payment_intent_id') = v_payment_intent_id)
+        )
+    ORDER BY t.id
+    LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN jsonb_build_object(
+            'status', 'ignored',
+            'detail', jsonb_build_object(
+                'reason', 'no allocation of billingdb was paid by this charge', 'charge_id', v_charge_id,
+                'dispute_id', v_dispute_id, 'invoice_id', v_invoice_id, 'payment_intent_id', v_payment_intent_id
+            )
+        );
+    END IF;
+
+    -- A refund: the credits in proportion to the refunded share of what was paid,
+    -- from Stripe's cumulative amount_refunded (a partial refund, then another).
+    IF v_type = 'charge.refunded' THEN
+        v_refunded := (v_object ->> 'amount_refunded')::numeric;
+        v_paid := coalesce((v_allocation.metadata ->> 'amount_paid')::numeric, (v_object ->> 'amount')::numeric);
+        IF v_refunded IS NULL OR v_refunded < 0 OR v_refunded > (v_object ->> 'amount')::numeric THEN
+            RAISE EXCEPTION '_apply_stripe_charge_event: amount_refunded must be between 0 and the charge''s amount '
+                '(charge_id=%, amount=%, amount_refunded=%)',
+                v_charge_id, v_object ->> 'amount', v_object ->> 'amount_refunded'
+                USING ERRCODE = '22023';
+        END IF;
+        v_result := billingdb._claw_back_credits(
+            v_allocation.id, 'refund', v_charge_id,
+            -- Integer arithmetic: a third of 999 cents takes exactly a third of 30 credits.
+            CASE
+                WHEN v_paid > 0 THEN div(v_allocation.amount::numeric * least(v_refunded, v_paid), v_paid)::integer
+                ELSE 0
+            END
+        );
+    -- A dispute opened or its funds withdrawn: hold back the invoice's credits.
+    ELSIF v_type IN ('charge.dispute.created', 'charge.dispute.funds_withdrawn') THEN
+        v_result := billingdb._claw_back_credits(v_allocation.id, 'dispute', v_dispute_id, v_allocation.amount);
+    -- Won (funds reinstated, or closed as won): give back exactly what it took.
+    ELSIF v_type = 'charge.dispute.funds_reinstated' OR v_object ->> 'status' = 'won' THEN
+        v_result := billingdb._reinstate_credits(v_allocation.id, v_dispute_id);
+    ELSE
+        v_result := jsonb_build_object('reason', 'dispute closed: the credits taken back stay taken back');
+    END IF;
+
+    RETURN jsonb_build_object(
+        'status', 'processed',
+        'detail', jsonb_build_object(
+            'action', CASE WHEN v_type = 'charge.refunded' THEN 'refund' ELSE 'dispute' END,
+            'allocation_id', v_allocation.id, 'invoice_id', v_allocation.metadata ->> 'invoice_id',
+            'charge_id', v_charge_id, 'dispute_id', v_dispute_id, 'result', v_result
+        )
+    );
+END
+$function$;
+
+COMMENT ON FUNCTION billingdb._apply_stripe_charge_event(jsonb) IS
+'Internal. Contract: charge.refunded and charge.dispute.* in either API shape. Finds the allocation the charge paid '
+'for (by the charge''s invoice before basil, else by the charge or payment intent recorded with the allocation); '
+'none: ignored with a reason. charge.refunded takes back floor(credits * amount_refunded / amount_paid) in total '
+'(cumulative: a second partial refund takes only the rest); charge.dispute.created and funds_withdrawn take back the '
+'invoice''s credits; funds_reinstated, or closed with status won, gives back exactly what the dispute took; closed '
+'otherwise keeps it. Never below zero: the rest is a shortfall (_claw_back_credits). Returns jsonb {status, detail}. '
+'Errors: 22023 when amount_refunded is missing, negative or above the charge''s amount.';
+
+REVOKE ALL ON FUNCTION billingdb._apply_stripe_charge_event(jsonb) FROM public, anon, authenticated;
+
 -- _dispatch_stripe_event: applies an event by type inside its own sub-transaction, so that
 -- process_stripe_event can dispatch a new event before recording it (one INSERT with the outcome).
 CREATE OR REPLACE FUNCTION billingdb._dispatch_stripe_event(event jsonb)
@@ -792,6 +902,10 @@ BEGIN
             WHEN v_type IN ('invoice.paid', 'invoice.payment_succeeded') THEN billingdb._apply_stripe_invoice_paid(v_event)
             WHEN v_type = 'invoice.payment_failed' THEN billingdb._apply_stripe_invoice_failed(v_event)
             WHEN v_type = 'checkout.session.completed' THEN billingdb._apply_stripe_checkout_completed(v_event)
+            WHEN v_type IN (
+                'charge.refunded', 'charge.dispute.created', 'charge.dispute.funds_withdrawn',
+                'charge.dispute.funds_reinstated', 'charge.dispute.closed'
+            ) THEN billingdb._apply_stripe_charge_event(v_event)
             WHEN v_type IN ('customer.created', 'customer.updated') THEN jsonb_build_object(
                 'status', CASE WHEN v_user_id IS NULL THEN 'ignored' ELSE 'processed' END,
                 'detail', CASE
@@ -824,7 +938,8 @@ COMMENT ON FUNCTION billingdb._dispatch_stripe_event(jsonb) IS
 'detail} (and error when failed): customer.subscription.created|updated|deleted|paused|resumed -> '
 '_apply_stripe_subscription_event; invoice.paid, invoice.payment_succeeded -> _apply_stripe_invoice_paid; '
 'invoice.payment_failed -> _apply_stripe_invoice_failed; checkout.session.completed -> '
-'_apply_stripe_checkout_completed; customer.created|updated -> processed {action: link} when the customer''s '
+'_apply_stripe_checkout_completed; charge.refunded, charge.dispute.created|funds_withdrawn|funds_reinstated|closed '
+'-> _apply_stripe_charge_event; customer.created|updated -> processed {action: link} when the customer''s '
 'metadata names a user, else ignored; any other type: ignored {reason, type}. First, a customer, subscription or '
 'invoice event whose object names a user in its metadata (key: the setting user_id_metadata_key; for an invoice, its '
 'subscription_details) links the customer to that user (link_stripe_customer: BD004 when that contradicts a link; '

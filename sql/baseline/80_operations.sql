@@ -280,6 +280,9 @@ DECLARE
     v_ledger record;
     v_checks jsonb := '[]'::jsonb;
     v_value numeric;
+    v_short_count bigint;
+    v_short_credits bigint;
+    v_short_detail text;
     v_reads numeric;
 BEGIN
     -- Cache health (the seed's get_subscription_cache_status()).
@@ -339,6 +342,20 @@ BEGIN
         'name', 'negative_balances', 'value', v_ledger.negative, 'threshold', 0, 'comparison', '=', 'unit', 'users',
         'status', CASE WHEN v_ledger.negative = 0 THEN 'ok' ELSE 'breach' END,
         'detail', format('%s users with a negative balance or ledger sum', v_ledger.negative)
+    );
+
+    -- 3b. Money went back but its credits were already spent (a refund or a dispute).
+    SELECT count(*), coalesce(sum(f.credits), 0), string_agg(DISTINCT f.user_id || ' ' || f.invoice_id, ', ')
+    INTO v_short_count, v_short_credits, v_short_detail
+    FROM billingdb.credit_shortfalls AS f
+    WHERE f.resolved_at IS NULL;
+    v_checks := v_checks || jsonb_build_object(
+        'name', 'clawback_shortfalls', 'value', v_short_count, 'threshold', 0, 'comparison', '=', 'unit', 'shortfalls',
+        'status', CASE WHEN v_short_count = 0 THEN 'ok' ELSE 'breach' END,
+        'detail', CASE
+            WHEN v_short_count = 0 THEN 'no credits owed back'
+            ELSE format('%s credits could not be taken back (user invoice: %s)', v_short_credits, v_short_detail)
+        END
     );
 
     -- 4. Cache staleness: the oldest valid row is younger than 5 minutes.
@@ -414,7 +431,7 @@ COMMENT ON FUNCTION public.billing_health() IS
 'is a list of {name, status (ok | breach | no_data | pending: a scheduled job not run yet), value, threshold, comparison, unit, detail}: '
 'webhook_success_rate (processed share of the stripe_events received in the last 24 h, > '
 'health_min_webhook_success_pct = 99), credit_balance_integrity (share of users whose balance = sum(ledger), = 100), '
-'negative_balances (= 0), cache_staleness (age of the oldest valid cache row, < health_max_cache_staleness_seconds '
+'negative_balances (= 0), clawback_shortfalls (unresolved credit_shortfalls, = 0), cache_staleness (age of the oldest valid cache row, < health_max_cache_staleness_seconds '
 '= 300), cache_hit_rate (hits / reads since stats_since, > health_min_cache_hit_pct = 80, judged from '
 'health_min_cache_reads = 100 reads), cache_cleanup (seconds since the last cleanup run, < '
 'health_max_cleanup_delay_seconds = 300, judged only while pg_cron job subscription_cache_cleanup is active). '
@@ -494,6 +511,14 @@ BEGIN
         GROUP BY t.user_id
     ),
 
+    -- Credits money going back should have taken back but could not (already spent).
+    short AS (
+        SELECT f.user_id
+        FROM billingdb.credit_shortfalls AS f
+        WHERE f.resolved_at IS NULL
+        GROUP BY f.user_id
+    ),
+
     -- What is wrong, by name.
     checked AS (
         SELECT
@@ -510,7 +535,8 @@ BEGIN
                     CASE
                         WHEN EXISTS (SELECT FROM oversized AS o WHERE o.user_id = j.user_id)
                             THEN 'allocation_above_plan'
-                    END
+                    END,
+                    CASE WHEN EXISTS (SELECT FROM short AS h WHERE h.user_id = j.user_id) THEN 'clawback_shortfall' END
                 ],
                 NULL
             ) AS findings
@@ -543,7 +569,8 @@ COMMENT ON FUNCTION public.reconcile_credits(timestamptz) IS
 'the names of what is wrong: balance_mismatch (balance <> ledger_balance, a missing row counting 0), '
 'missing_balance_row, negative_balance (balance or ledger_balance below 0), balance_after_mismatch (the last '
 'entry''s balance_after <> balance), allocation_above_plan (an allocation of more credits than its price''s plan '
-'grants per period, e.g. from a payload''s metadata.credits). Rows with findings first. Reads the whole ledger.';
+'grants per period, e.g. from a payload''s metadata.credits), clawback_shortfall (a refund or a dispute could not take '
+'back credits already spent: see billingdb.credit_shortfalls). Rows with findings first. Reads the whole ledger.';
 
 REVOKE ALL ON FUNCTION public.reconcile_credits(timestamptz) FROM public, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.reconcile_credits(timestamptz) TO service_role;

@@ -23,6 +23,9 @@ END
 $unschedule$;
 
 -- The functions, in the reverse order of their creation.
+DROP FUNCTION IF EXISTS billingdb._apply_stripe_charge_event(jsonb);
+DROP FUNCTION IF EXISTS billingdb._reinstate_credits(bigint, text);
+DROP FUNCTION IF EXISTS billingdb._claw_back_credits(bigint, text, text, integer);
 DROP FUNCTION IF EXISTS billingdb._row_counts(text[]);
 DROP FUNCTION IF EXISTS public.set_billing_setting(text, text);
 DROP FUNCTION IF EXISTS public.reconcile_credits(timestamp with time zone);
@@ -82,6 +85,7 @@ DROP FUNCTION IF EXISTS billingdb._billing_setting(text);
 DROP TABLE IF EXISTS
 billingdb.credit_holds,
 public.credit_transactions,
+billingdb.credit_shortfalls,
 billingdb.credit_balances,
 public.subscription_cache,
 billingdb.cache_cleanup_runs,

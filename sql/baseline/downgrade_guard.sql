@@ -16,6 +16,7 @@ BEGIN
     END IF;
     FOREACH v_table IN ARRAY ARRAY[
         'public.credit_transactions', 'public.stripe_events', 'billingdb.credit_balances', 'billingdb.credit_holds',
+        'billingdb.credit_shortfalls',
         'billingdb.subscriptions', 'billingdb.stripe_customers', 'billingdb.plans', 'billingdb.activity_log'
     ] LOOP
         IF to_regclass(v_table) IS NOT NULL THEN

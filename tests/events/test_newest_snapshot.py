@@ -13,11 +13,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from events.event_helpers import process, setup_plans
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from billingdb.testing.stripe import SHAPES, StripeWorld
-from events.event_helpers import process, setup_plans
 
 STATUSES = ["incomplete", "trialing", "active", "past_due", "unpaid", "canceled", "paused", "incomplete_expired"]
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from events.event_helpers import process
 
 from billingdb.testing.stripe import SHAPES, StripeWorld
-from events.event_helpers import process
 
 shapes = pytest.mark.parametrize("shape", SHAPES, ids=["pre-basil", "basil"])
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from events.event_helpers import event_row, process, setup_plans, table_contents
 
 from billingdb.testing.stripe import SHAPES, StripeWorld
-from events.event_helpers import event_row, process, setup_plans, table_contents
 
 shapes = pytest.mark.parametrize("shape", SHAPES, ids=["pre-basil", "basil"])
 

@@ -687,6 +687,9 @@ INTERNAL_INVOKERS = {
     "_stripe_invoice_credits(jsonb)",
     "_try_lock_user(text)",
     "_stripe_user_id(jsonb,text)",
+    "_apply_stripe_charge_event(jsonb)",
+    "_claw_back_credits(bigint,text,text,integer)",
+    "_reinstate_credits(bigint,text)",
     # Called by `billingdb db downgrade` as the owner (the plan's row counts), not by an entry point.
     "_row_counts(text[])",
 }

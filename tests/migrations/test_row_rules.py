@@ -24,7 +24,7 @@ T0, T1 = "'2026-01-01 00:00+00'", "'2026-02-01 00:00+00'"
 GRIDS: dict[str, dict[str, tuple[str, list[str]]]] = {
     "credit_transactions": {
         "transaction_type": ("text", ["'allocation'", "'usage'", "'refund'", "'adjustment'", "'expiration'",
-                                      "'hold'", "'release'", "'bonus'", "null"]),
+                                      "'hold'", "'release'", "'clawback'", "'reinstatement'", "'bonus'", "null"]),
         "amount": ("integer", ["-5", "0", "5", "null"]),
         "balance_after": ("integer", ["-1", "0", "null"]),
         "refund_of": ("bigint", ["null", "1"]),
@@ -68,11 +68,12 @@ PLAIN_CHECKS: dict[str, list[str]] = {
     "credit_transactions": [
         "btrim(user_id) <> ''",
         "amount <> 0",
-        "transaction_type IN ('allocation', 'usage', 'refund', 'adjustment', 'expiration', 'hold', 'release')",
+        "transaction_type IN ('allocation', 'usage', 'refund', 'adjustment', 'expiration', 'hold', 'release', "
+        "'clawback', 'reinstatement')",
         "jsonb_typeof(metadata) = 'object'",
         "balance_after >= 0",
-        "transaction_type NOT IN ('allocation', 'refund') OR amount > 0",
-        "transaction_type NOT IN ('usage', 'expiration') OR amount < 0",
+        "transaction_type NOT IN ('allocation', 'refund', 'reinstatement') OR amount > 0",
+        "transaction_type NOT IN ('usage', 'expiration', 'clawback') OR amount < 0",
         "(transaction_type = 'refund') = (refund_of IS NOT null)",
         "(transaction_type <> 'hold' OR amount < 0) AND (transaction_type <> 'release' OR amount > 0)",
     ],

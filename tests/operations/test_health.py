@@ -47,12 +47,13 @@ def test_fresh_database_is_healthy(database_url: str) -> None:
     report = _report(database_url)
     assert report["healthy"] is True and report["breaches"] == []
     assert [c["name"] for c in report["checks"]] == [
-        "webhook_success_rate", "credit_balance_integrity", "negative_balances",
+        "webhook_success_rate", "credit_balance_integrity", "negative_balances", "clawback_shortfalls",
         "cache_staleness", "cache_hit_rate", "cache_cleanup",
     ]
     assert {c["name"]: c["status"] for c in report["checks"]} == {
         "webhook_success_rate": "no_data", "credit_balance_integrity": "ok", "negative_balances": "ok",
-        "cache_staleness": "no_data", "cache_hit_rate": "no_data", "cache_cleanup": "no_data",
+        "clawback_shortfalls": "ok", "cache_staleness": "no_data", "cache_hit_rate": "no_data",
+        "cache_cleanup": "no_data",
     }
 
 

@@ -243,9 +243,21 @@ class StripeWorld:
             subtotal=amount,
         )
         inv["lines"]["url"] = f"/v1/invoices/{invoice_id}/lines"
+        # How it was paid: the charge and payment intent (before basil), the invoice's payments (since).
+        charge_id, payment_intent_id = self.payment_ids(invoice_id)
         if not self.basil:
             # Before basil the subscription's metadata is copied onto the invoice's subscription_details.
             inv["subscription_details"] = {"metadata": self._subscription_metadata()}
+            inv["charge"] = charge_id if paid else None
+            inv["payment_intent"] = payment_intent_id
+        else:
+            payment = fixture("invoice_payment")
+            payment.update(id=stripe_id("inpay"), invoice=invoice_id, amount_paid=amount if paid else None,
+                           amount_requested=amount, currency="usd", livemode=self.livemode,
+                           status="paid" if paid else "open", created=self.now,
+                           payment={"type": "payment_intent", "payment_intent": payment_intent_id})
+            inv["payments"] = {"object": "list", "data": [payment], "has_more": False,
+                               "url": f"/v1/invoices/{invoice_id}/payments"}
         if self.basil:
             inv.pop("subscription", None)
             inv["parent"] = {
@@ -282,6 +294,39 @@ class StripeWorld:
             line["type"] = "subscription"
         inv.update(overrides)
         return inv
+
+    @staticmethod
+    def payment_ids(invoice_id: str) -> tuple[str, str]:
+        """The charge and payment intent that pay an invoice (derived from its id: stable per invoice)."""
+        tail = invoice_id.split("_", 1)[1]
+        return f"ch_{tail}", f"pi_{tail}"
+
+    def charge(self, invoice: dict[str, Any], *, amount_refunded: int = 0) -> dict[str, Any]:
+        """The charge that paid ``invoice`` (no Stripe fixture: the documented fields billingdb reads).
+
+        Before basil a charge names its invoice; since, only its payment intent does."""
+        charge_id, payment_intent_id = self.payment_ids(invoice["id"])
+        charge: dict[str, Any] = {
+            "id": charge_id, "object": "charge", "amount": invoice["amount_paid"], "amount_captured":
+            invoice["amount_paid"], "amount_refunded": amount_refunded, "currency": "usd",
+            "customer": self.customer_id, "payment_intent": payment_intent_id, "paid": True,
+            "refunded": amount_refunded == invoice["amount_paid"], "status": "succeeded", "livemode": self.livemode,
+            "created": self.now, "metadata": {},
+        }
+        if not self.basil:
+            charge["invoice"] = invoice["id"]
+        return charge
+
+    def dispute(self, invoice: dict[str, Any], *, status: str = "needs_response",
+                dispute_id: str | None = None) -> dict[str, Any]:
+        """A dispute of the charge that paid ``invoice`` (the documented fields billingdb reads)."""
+        charge_id, payment_intent_id = self.payment_ids(invoice["id"])
+        return {
+            "id": dispute_id or stripe_id("dp"), "object": "dispute", "amount": invoice["amount_paid"],
+            "charge": charge_id, "payment_intent": payment_intent_id, "currency": "usd", "reason": "fraudulent",
+            "status": status, "is_charge_refundable": False, "livemode": self.livemode, "created": self.now,
+            "metadata": {},
+        }
 
     def checkout_session(self, *, client_reference_id: str | None = "__user__", **overrides: Any) -> dict[str, Any]:
         """A completed Checkout Session in subscription mode for this user."""
