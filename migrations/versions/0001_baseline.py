@@ -55,6 +55,7 @@ DROPS_TABLES = [
     "billingdb.billing_settings",
     "billingdb.subscription_status_transitions",
     "billingdb.cache_cleanup_runs",
+    "billingdb.stripe_event_sync",
 ]
 
 

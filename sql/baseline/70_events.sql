@@ -1365,3 +1365,186 @@ COMMENT ON FUNCTION public.purge_stripe_events_batch(interval, integer) IS
 
 REVOKE ALL ON FUNCTION public.purge_stripe_events_batch(interval, integer) FROM public, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.purge_stripe_events_batch(interval, integer) TO service_role;
+
+-- Batches: many events in one transaction, for the backfills (billingdb stripe
+-- sync-events, billingdb events replay); the Events API cursor and the last run.
+
+CREATE TABLE billingdb.stripe_event_sync (
+    singleton boolean PRIMARY KEY DEFAULT true,
+    cursor_created timestamptz,
+    cursor_event_id text,
+    last_started_at timestamptz,
+    last_finished_at timestamptz,
+    last_succeeded_at timestamptz,
+    last_error text,
+    last_counts jsonb NOT NULL DEFAULT '{}'::jsonb,
+    CONSTRAINT stripe_event_sync_one_row CHECK (singleton),
+    CONSTRAINT stripe_event_sync_cursor CHECK ((cursor_created IS null) = (cursor_event_id IS null))
+);
+
+COMMENT ON TABLE billingdb.stripe_event_sync IS
+'One row: the newest Stripe event synced from the Events API (cursor_created, cursor_event_id; a sync starts from '
+'cursor_created, the events of that second again being duplicates) and the last sync run (started, finished, '
+'succeeded, error, counts by outcome). Written by process_stripe_events and the stripe_event_sync functions only.';
+
+REVOKE ALL ON TABLE billingdb.stripe_event_sync FROM public, anon, authenticated, service_role;
+
+CREATE OR REPLACE FUNCTION public.process_stripe_events(events jsonb, advance_cursor boolean DEFAULT false)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $function$
+DECLARE
+    v_events constant jsonb := process_stripe_events.events;
+    v_event jsonb;
+    v_result jsonb;
+    v_results jsonb[] := '{}';
+    v_created bigint;
+    v_newest_created bigint;
+    v_newest_id text;
+BEGIN
+    IF v_events IS NULL OR jsonb_typeof(v_events) <> 'array' THEN
+        RAISE EXCEPTION 'process_stripe_events: events must be a JSON array of Stripe events (events=%)',
+            coalesce(left(v_events::text, 80), 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    IF jsonb_array_length(v_events) > 1000 THEN
+        RAISE EXCEPTION 'process_stripe_events: at most 1000 events per batch (got %)', jsonb_array_length(v_events)
+            USING ERRCODE = '22023', HINT = 'Split the events into several batches.';
+    END IF;
+
+    -- In order, each as process_stripe_event would: a failed event rolls back
+    -- only its own effects (failed), a malformed one changes nothing (invalid).
+    FOR v_event IN SELECT e.value FROM jsonb_array_elements(v_events) AS e (value) LOOP
+        BEGIN
+            v_result := public.process_stripe_event(v_event);
+            v_created := (v_event ->> 'created')::bigint;
+            IF
+                v_newest_created IS NULL OR v_created > v_newest_created
+                OR (v_created = v_newest_created AND v_event ->> 'id' > v_newest_id)
+            THEN
+                v_newest_created := v_created;
+                v_newest_id := v_event ->> 'id';
+            END IF;
+        EXCEPTION WHEN data_exception THEN
+            v_result := jsonb_build_object(
+                'event_id', CASE WHEN jsonb_typeof(v_event) = 'object' THEN left(v_event ->> 'id', 255) END,
+                'status', 'invalid',
+                'detail', jsonb_build_object('sqlstate', SQLSTATE, 'error', SQLERRM)
+            );
+        END;
+        v_results := v_results || v_result;
+    END LOOP;
+
+    -- The cursor moves forward only, in the transaction that applied the events.
+    IF advance_cursor AND v_newest_created IS NOT NULL THEN
+        INSERT INTO billingdb.stripe_event_sync AS s (cursor_created, cursor_event_id)
+        VALUES (to_timestamp(v_newest_created), v_newest_id)
+        ON CONFLICT (singleton) DO UPDATE
+            SET cursor_created = excluded.cursor_created, cursor_event_id = excluded.cursor_event_id
+            WHERE
+                s.cursor_created IS NULL
+                OR (excluded.cursor_created, excluded.cursor_event_id) > (s.cursor_created, s.cursor_event_id);
+    END IF;
+
+    RETURN to_jsonb(v_results);
+END
+$function$;
+
+COMMENT ON FUNCTION public.process_stripe_events(jsonb, boolean) IS
+'Contract: processes a batch of Stripe events (a JSON array, at most 1000) in order in one transaction, each exactly '
+'as process_stripe_event does (duplicates change nothing, a failed event rolls back only its own effects), and '
+'returns the JSON array of their results {event_id, status, detail}. An element process_stripe_event refuses as '
+'malformed (22023) is status invalid with detail {sqlstate, error} and changes nothing. With advance_cursor, the '
+'Events API cursor (billingdb.stripe_event_sync) moves to the newest event of the batch (created, then id), '
+'never backwards, in the same transaction. One commit for many events: the path of billingdb stripe sync-events and '
+'billingdb events replay. Errors: 22023 when events is not an array or holds more than 1000 elements.';
+
+REVOKE ALL ON FUNCTION public.process_stripe_events(jsonb, boolean) FROM public, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public.process_stripe_events(jsonb, boolean) TO service_role;
+
+CREATE OR REPLACE FUNCTION public.begin_stripe_event_sync()
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $function$
+DECLARE
+    v_row billingdb.stripe_event_sync;
+BEGIN
+    -- One sync at a time: a session lock, released by finish_stripe_event_sync or
+    -- when the session ends (a crash leaves nothing locked).
+    IF NOT pg_try_advisory_lock(hashtextextended('billingdb.stripe_event_sync', 0)) THEN
+        RETURN jsonb_build_object('started', false, 'reason', 'another sync is running');
+    END IF;
+    SELECT s.* INTO v_row FROM billingdb.stripe_event_sync AS s;
+    RETURN jsonb_build_object(
+        'started', true,
+        'cursor_created', v_row.cursor_created,
+        'cursor_event_id', v_row.cursor_event_id,
+        'last_succeeded_at', v_row.last_succeeded_at
+    );
+END
+$function$;
+
+COMMENT ON FUNCTION public.begin_stripe_event_sync() IS
+'Contract: starts an Events API sync in this session by taking the sync''s session advisory lock without waiting; '
+'writes nothing. Returns {started: true, cursor_created, cursor_event_id, last_succeeded_at} (null before the first '
+'sync), or {started: false, reason} when another session is syncing. Call finish_stripe_event_sync when done; a '
+'session that ends releases the lock.';
+
+REVOKE ALL ON FUNCTION public.begin_stripe_event_sync() FROM public, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public.begin_stripe_event_sync() TO service_role;
+
+CREATE OR REPLACE FUNCTION public.finish_stripe_event_sync(
+    started_at timestamptz, counts jsonb, error text DEFAULT null
+)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $function$
+DECLARE
+    v_error constant text := nullif(btrim(finish_stripe_event_sync.error), '');
+    v_row billingdb.stripe_event_sync;
+BEGIN
+    PERFORM billingdb._check_text('finish_stripe_event_sync', 'error', v_error, 1000);
+    PERFORM billingdb._check_metadata('finish_stripe_event_sync', 'counts', finish_stripe_event_sync.counts);
+    -- Without counts (a dry run) nothing is recorded: the lock is released.
+    IF finish_stripe_event_sync.counts IS NOT null THEN
+        IF finish_stripe_event_sync.started_at IS null OR finish_stripe_event_sync.started_at > clock_timestamp() THEN
+            RAISE EXCEPTION 'finish_stripe_event_sync: started_at must be a time in the past (started_at=%)',
+                coalesce(finish_stripe_event_sync.started_at::text, 'NULL')
+                USING ERRCODE = '22023';
+        END IF;
+        INSERT INTO billingdb.stripe_event_sync AS s (
+            last_started_at, last_finished_at, last_succeeded_at, last_error, last_counts
+        )
+        VALUES (
+            finish_stripe_event_sync.started_at, clock_timestamp(),
+            CASE WHEN v_error IS null THEN clock_timestamp() END, v_error, finish_stripe_event_sync.counts
+        )
+        ON CONFLICT (singleton) DO UPDATE
+            SET
+                last_started_at = excluded.last_started_at,
+                last_finished_at = excluded.last_finished_at,
+                last_succeeded_at = coalesce(excluded.last_succeeded_at, s.last_succeeded_at),
+                last_error = excluded.last_error,
+                last_counts = excluded.last_counts;
+    END IF;
+    PERFORM pg_advisory_unlock(hashtextextended('billingdb.stripe_event_sync', 0));
+    SELECT s.* INTO v_row FROM billingdb.stripe_event_sync AS s;
+    RETURN coalesce(to_jsonb(v_row) - 'singleton', '{}'::jsonb);
+END
+$function$;
+
+COMMENT ON FUNCTION public.finish_stripe_event_sync(timestamptz, jsonb, text) IS
+'Contract: ends this session''s Events API sync: records the run (started_at, now as finished, counts by outcome, '
+'error; a run without error sets last_succeeded_at) and releases the sync''s lock. With counts null (a dry run) it '
+'only releases the lock. Returns the sync row {cursor_created, cursor_event_id, last_started_at, last_finished_at, '
+'last_succeeded_at, last_error, last_counts}, {} before any. Errors: 22023 when counts is not a JSON object, error is '
+'longer than 1000 characters, or started_at is null or in the future.';
+
+REVOKE ALL ON FUNCTION public.finish_stripe_event_sync(timestamptz, jsonb, text) FROM public, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public.finish_stripe_event_sync(timestamptz, jsonb, text) TO service_role;

@@ -34,6 +34,9 @@ DROP FUNCTION IF EXISTS public.trim_cron_job_run_details(interval);
 DROP FUNCTION IF EXISTS public.unschedule_billing_jobs();
 DROP FUNCTION IF EXISTS public.schedule_billing_jobs();
 DROP FUNCTION IF EXISTS public.billing_cron_jobs();
+DROP FUNCTION IF EXISTS public.finish_stripe_event_sync(timestamp with time zone, jsonb, text);
+DROP FUNCTION IF EXISTS public.begin_stripe_event_sync();
+DROP FUNCTION IF EXISTS public.process_stripe_events(jsonb, boolean);
 DROP FUNCTION IF EXISTS public.purge_stripe_events_batch(interval, integer);
 DROP FUNCTION IF EXISTS billingdb._apply_pending_stripe_events(text);
 DROP FUNCTION IF EXISTS public.retry_stripe_event(text);
@@ -90,6 +93,7 @@ billingdb.credit_balances,
 public.subscription_cache,
 billingdb.cache_cleanup_runs,
 public.stripe_events,
+billingdb.stripe_event_sync,
 billingdb.stripe_customers,
 billingdb.subscriptions,
 billingdb.subscription_status_transitions,

@@ -1,7 +1,7 @@
 -- Baseline down, first step (and `billingdb db downgrade`'s check before it
 -- runs anything): refuse to drop tables that hold data unless the DBA said so
 -- (`--allow-data-loss`, `alembic -x allow_data_loss=true`, or in a SQL
--- session `SET billingdb.allow_data_loss = on`). The cache, its cleanup runs,
+-- session `SET billingdb.allow_data_loss = on`). The cache, its cleanup runs, the Events API sync cursor,
 -- the seeded transitions and the settings are not counted: they are derived
 -- or restored by an upgrade. The refusal names every table with rows; the
 -- migration is one transaction, so nothing has been undone.

@@ -2,6 +2,18 @@
 -- Record, dispatch and answer one Stripe event: {event_id, status, detail}.
 SELECT public.process_stripe_event(%(event)s::jsonb) AS result;
 
+-- name: process_stripe_events
+-- A batch of events in one transaction, in order: the JSON array of their results.
+SELECT public.process_stripe_events(%(events)s::jsonb, %(advance_cursor)s) AS result;
+
+-- name: begin_stripe_event_sync
+-- Start an Events API sync (the sync's session lock): {started, cursor_created, cursor_event_id}.
+SELECT public.begin_stripe_event_sync() AS result;
+
+-- name: finish_stripe_event_sync
+-- Record the sync's end (counts, error) and release its lock.
+SELECT public.finish_stripe_event_sync(%(started_at)s, %(counts)s::jsonb, %(error)s) AS result;
+
 -- name: retry_stripe_event
 -- Re-process a failed or pending event from its stored payload.
 SELECT public.retry_stripe_event(%(event_id)s) AS result;

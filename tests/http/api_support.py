@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from helpers import customer, fund, subscribe
 from starlette.applications import Starlette
 
-from billingdb import service, webhooks
-from billingdb.service import api, auth, checkout, generation
+from billingdb import service, stripe_api, webhooks
+from billingdb.service import api, auth, generation
 
 PRICE = "price_api_individual"
 RETIRED_PRICE = "price_api_retired"
@@ -219,7 +219,7 @@ def api_settings(
 ) -> api.ApiSettings:
     return api.ApiSettings(
         auth=auth_cfg,
-        stripe=checkout.StripeConfig("sk_test_standin", api_base=stripe_base, max_network_retries=0, timeout=5)
+        stripe=stripe_api.StripeConfig("sk_test_standin", api_base=stripe_base, max_network_retries=0, timeout=5)
         if stripe_base else None,
         generation=generation.GenerationConfig(generator=generator, generator_name="tests", hold_ttl=hold_ttl),
     )

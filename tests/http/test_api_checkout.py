@@ -24,7 +24,7 @@ from api_support import (
 from helpers import contents
 from starlette.testclient import TestClient
 
-from billingdb.service import checkout
+from billingdb import stripe_api
 
 BODY = {"price_id": PRICE, "success_url": "https://app.test/success?s={CHECKOUT_SESSION_ID}",
         "cancel_url": "https://app.test/cancel"}
@@ -193,8 +193,8 @@ def test_stripe_not_configured_is_503(database_url, api_db, signing_key) -> None
 
 
 def test_stripe_config_from_env() -> None:
-    assert checkout.StripeConfig.from_env({}) is None
-    cfg = checkout.StripeConfig.from_env({"STRIPE_SECRET_KEY": "sk_test_1",
+    assert stripe_api.StripeConfig.from_env({}) is None
+    cfg = stripe_api.StripeConfig.from_env({"STRIPE_SECRET_KEY": "sk_test_1",
                                           "BILLINGDB_STRIPE_API_BASE": "http://127.0.0.1:12111"})
     assert cfg is not None and cfg.api_key == "sk_test_1" and cfg.api_base == "http://127.0.0.1:12111"
-    assert checkout.StripeConfig.from_env({"STRIPE_SECRET_KEY": "sk_live_2"}).api_base is None  # type: ignore[union-attr]
+    assert stripe_api.StripeConfig.from_env({"STRIPE_SECRET_KEY": "sk_live_2"}).api_base is None  # type: ignore[union-attr]

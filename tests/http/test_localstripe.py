@@ -10,51 +10,18 @@ localstripe (PyPI) speaks the 2017 API shape (``plan``, not ``price``), sends
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import psycopg
-import pytest
 import stripe
 from api_support import uvicorn_server
 
 from billingdb import service, webhooks
+from billingdb.testing import localstripe
 
 SECRET = "whsec_localstripe_test_secret"
 PLAN = "team_plan_localstripe"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def localstripe_url() -> Iterator[str]:
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "localstripe", "--port", str(port), "--from-scratch"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.delete(f"{url}/_config/data", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("localstripe did not start") from None
-                time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def _wait_for(conn: psycopg.Connection[Any], what: str, check: Any, timeout: float = 30) -> Any:
@@ -77,8 +44,7 @@ def test_a_subscription_created_through_the_api_links_from_metadata_and_cancels(
         database_url=database_url, webhook=webhooks.WebhookConfig(secrets=(SECRET,)), pool_max=4,
     ))
     with uvicorn_server(app) as billingdb_url:
-        httpx.post(f"{localstripe_url}/_config/webhooks/billingdb",
-                   data={"url": f"{billingdb_url}{service.WEBHOOK_PATH}", "secret": SECRET}).raise_for_status()
+        localstripe.register_webhook(localstripe_url, "billingdb", f"{billingdb_url}{service.WEBHOOK_PATH}", SECRET)
         client = stripe.StripeClient("sk_test_localstripe", base_addresses={"api": localstripe_url},
                                      max_network_retries=0)
         product = client.v1.products.create(params={"name": "Team"})

@@ -8,7 +8,7 @@ refused or fails, 1 for other failures.
 
 One module per command group: ``db`` (migrations), ``billing`` (state, credits,
 plans, cache), ``events``, ``operations`` (health, reconcile, maintenance),
-``serve`` and ``demo``; ``options`` holds what they share.
+``stripe`` (recovery from Stripe's API), ``serve`` and ``demo``; ``options`` holds what they share.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from billingdb.cli.demo import demo_command
 from billingdb.cli.events import events_app
 from billingdb.cli.operations import health_command, maintenance_app, reconcile_command
 from billingdb.cli.serve import serve_command
+from billingdb.cli.stripe import stripe_app
 from billingdb.errors import (
     BillingError,
     ConfigurationError,
@@ -59,6 +60,7 @@ app.add_typer(plans_app, name="plans")
 app.add_typer(cache_app, name="cache")
 app.add_typer(settings_app, name="settings")
 app.add_typer(customers_app, name="customers")
+app.add_typer(stripe_app, name="stripe")
 app.command("health")(health_command)
 app.command("reconcile")(reconcile_command)
 app.add_typer(maintenance_app, name="maintenance")

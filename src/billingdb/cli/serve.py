@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from billingdb import webhooks
+from billingdb import stripe_api, webhooks
 from billingdb.cli.options import DatabaseUrl, EnvName, choose
 from billingdb.errors import ConfigurationError
 
@@ -46,7 +46,7 @@ def serve_command(
     application API (POST /stripe/checkout/session, GET /stripe/subscription/state,
     POST /stories/generate-with-credits, GET /openapi.json)."""
     from billingdb import service
-    from billingdb.service import api, auth, checkout, generation
+    from billingdb.service import api, auth, generation
 
     secrets = tuple(webhook_secret or ()) or webhooks.secrets_from_env(os.environ.get("STRIPE_WEBHOOK_SECRET"))
     if not secrets:
@@ -62,7 +62,7 @@ def serve_command(
     )
     api_settings = None if auth_config is None else api.ApiSettings(
         auth=auth_config,
-        stripe=checkout.StripeConfig.from_env(),
+        stripe=stripe_api.StripeConfig.from_env(),
         generation=generation.GenerationConfig.from_env(generator=generator),
     )
     typer.echo(f"billingdb serve: http://{host}:{port}  database: {choice.source}  "

@@ -29,10 +29,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from billingdb.service import auth, checkout, generation
+from billingdb import stripe_api
 from billingdb.client import BillingClient
 from billingdb.errors import DatabaseUnavailable, InvalidArgument
 from billingdb.jsonbody import BodyRefused, parse_json
+from billingdb.service import auth, checkout, generation
 
 __all__ = ["ApiSettings", "OPENAPI", "openapi_document", "routes"]
 
@@ -49,7 +50,7 @@ class ApiSettings:
     """What the application API needs besides the database: token checks, Stripe, the generator."""
 
     auth: auth.AuthConfig
-    stripe: checkout.StripeConfig | None = None
+    stripe: stripe_api.StripeConfig | None = None
     generation: generation.GenerationConfig = field(default_factory=generation.GenerationConfig)
 
 

@@ -22,7 +22,6 @@ the tests, or stripe-mock): ``StripeClient(base_addresses={"api": ...})``.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
@@ -39,7 +38,6 @@ from billingdb.client import BillingClient
 __all__ = [
     "CheckoutRefused",
     "CheckoutRequest",
-    "StripeConfig",
     "StripeFailure",
     "create_checkout_session",
     "parse_checkout_request",
@@ -50,34 +48,6 @@ ConnFactory = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
 # The email rule of get_or_create_stripe_customer (a claim that breaks it is not passed).
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 MAX_URL = 2048
-
-
-@dataclass(frozen=True)
-class StripeConfig:
-    """The secret key, and where the API is (Stripe's unless ``api_base`` is set)."""
-
-    api_key: str
-    api_base: str | None = None
-    max_network_retries: int = 1
-    timeout: float = 20.0
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> StripeConfig | None:
-        """``STRIPE_SECRET_KEY`` and ``BILLINGDB_STRIPE_API_BASE``; None when no key is set."""
-        env = os.environ if environ is None else environ
-        api_key = overrides.get("api_key") or env.get("STRIPE_SECRET_KEY")
-        if not api_key:
-            return None
-        api_base = overrides.get("api_base") or env.get("BILLINGDB_STRIPE_API_BASE") or None
-        return cls(api_key=api_key, api_base=api_base)
-
-    def client(self) -> stripe.StripeClient:
-        return stripe.StripeClient(
-            self.api_key,
-            base_addresses={"api": self.api_base} if self.api_base else None,
-            max_network_retries=self.max_network_retries,
-            http_client=stripe.RequestsClient(timeout=self.timeout),
-        )
 
 
 class CheckoutRefused(Exception):

@@ -29,6 +29,7 @@ from psycopg.rows import dict_row
 from billingdb import db, embedded
 from billingdb.migrate import alembic_config as make_alembic_config
 from billingdb.schema import database_url as _database_url
+from billingdb.testing import localstripe as _localstripe
 
 __all__ = ["require_extension", "extensions_required"]
 
@@ -155,3 +156,10 @@ def alembic_engine(empty_database_url: str):  # type: ignore[no-untyped-def]
     engine = create_engine(sqlalchemy_url(empty_database_url), poolclass=pool.NullPool)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def localstripe_url() -> Iterator[str]:
+    """A localstripe (Stripe emulator) of this test's own, cleared: its URL."""
+    with _localstripe.running() as url:
+        yield url

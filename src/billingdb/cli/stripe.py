@@ -1,0 +1,197 @@
+"""``billingdb stripe ...``: recovery from Stripe's API when webhooks were missed.
+
+- ``stripe sync-events``: Stripe's Events API through process_stripe_event, from a cursor;
+- ``stripe sync subscriptions``: Stripe's subscriptions compared with billingdb's state.
+
+Every command takes ``--api-key`` (default ``$STRIPE_SECRET_KEY``; a restricted key with read access
+is enough) and ``--api-base`` (default ``$BILLINGDB_STRIPE_API_BASE``, else Stripe's API). Exit codes:
+0 done, 1 when an event failed, 2 for bad input, a missing or refused key, or Stripe unreachable.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import stripe
+import typer
+
+from billingdb import db, event_sync, stripe_api
+from billingdb.cli.events import parse_since
+from billingdb.cli.options import AsJson, DatabaseUrl, EnvName, choose, print_json
+
+__all__ = ["stripe_app", "sync_app", "ApiKey", "ApiBase", "stripe_config", "stripe_failed", "fail"]
+
+stripe_app = typer.Typer(
+    rich_markup_mode=None, no_args_is_help=True,
+    help="Recovery from Stripe's API: missed events backfilled, drift found and repaired.",
+)
+sync_app = typer.Typer(rich_markup_mode=None, no_args_is_help=True,
+                       help="Compare billingdb with Stripe's API, and repair with --apply.")
+stripe_app.add_typer(sync_app, name="sync")
+
+ApiKey = Annotated[
+    str | None,
+    typer.Option("--api-key", metavar="KEY", show_default=False,
+                 help="Stripe secret or restricted key (read access). Default: $STRIPE_SECRET_KEY."),
+]
+ApiBase = Annotated[
+    str | None,
+    typer.Option("--api-base", metavar="URL", show_default=False,
+                 help="Stripe's API address (a stand-in or localstripe). Default: $BILLINGDB_STRIPE_API_BASE, "
+                      "else https://api.stripe.com."),
+]
+
+#: Network errors and 429s are retried by the stripe library, with its backoff.
+MAX_NETWORK_RETRIES = 5
+
+
+def fail(message: str) -> None:
+    """One line on stderr, exit 2."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def stripe_config(api_key: str | None, api_base: str | None) -> stripe_api.StripeConfig:
+    """The flags, else the environment; exit 2 with one line when there is no key."""
+    config = stripe_api.StripeConfig.from_env(api_key=api_key, api_base=api_base,
+                                              max_network_retries=MAX_NETWORK_RETRIES)
+    if config is None:
+        fail("no Stripe API key: pass --api-key or set STRIPE_SECRET_KEY")
+    assert config is not None
+    return config
+
+
+def stripe_failed(exc: stripe.StripeError) -> None:
+    """A Stripe failure as one line, exit 2."""
+    fail(stripe_api.describe_error(exc))
+
+
+def _progress(label: str) -> Any:
+    """A stderr line that counts, with rate (and ETA once the total is known); silent off a terminal."""
+    return _Progress(label) if sys.stderr.isatty() else None
+
+
+class _Progress:
+    def __init__(self, label: str) -> None:
+        self.label, self.total, self.done, self.t0 = label, 0, 0, time.monotonic()
+
+    def start(self, label: str, total: int) -> None:
+        sys.stderr.write("\n")
+        self.label, self.total, self.done, self.t0 = label, total, 0, time.monotonic()
+
+    def count(self, n: int) -> None:
+        self.done = n
+        self._show()
+
+    def add(self, n: int) -> None:
+        self.done += n
+        self._show()
+
+    def _show(self) -> None:
+        elapsed = max(time.monotonic() - self.t0, 1e-6)
+        rate = self.done / elapsed
+        line = f"\r{self.label}: {self.done}"
+        if self.total:
+            eta = (self.total - self.done) / rate if rate else 0
+            line += f"/{self.total}  {rate:,.0f}/s  ETA {eta:,.0f}s"
+        else:
+            line += f"  {rate:,.0f}/s"
+        sys.stderr.write(line)
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        sys.stderr.write("\n")
+
+
+@stripe_app.command("sync-events")
+def sync_events_command(
+    since: Annotated[str | None, typer.Option(
+        "--since", metavar="WHEN", show_default=False,
+        help="Start at this age (30m, 12h, 3d) or ISO date/time (UTC when no offset); at most 30 days back "
+             "(Stripe keeps events 30 days). Default: the cursor (the newest event synced), else 3 days.")] = None,
+    limit: Annotated[int | None, typer.Option(
+        "--limit", min=1, show_default=False,
+        help="Apply at most this many events (the oldest); the next run continues from the cursor.")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Fetch and count by type, and how many are new; apply and record nothing.")] = False,
+    api_key: ApiKey = None,
+    api_base: ApiBase = None,
+    database_url: DatabaseUrl = None,
+    env: EnvName = None,
+    as_json: AsJson = False,
+) -> None:
+    """Recover missed webhooks: Stripe's Events API (the handled types, oldest first) through
+    process_stripe_events, the webhook's path, many events per transaction.
+
+    An event already received is a duplicate and changes nothing, so running it again is safe. The
+    cursor (the newest event synced) moves with each committed batch: a run that stops half-way
+    continues from it. One sync at a time (a second one says so and exits 0). Exit 0 when every
+    event ended processed, duplicate, ignored, stale or pending; 1 when one failed or was invalid;
+    2 for bad input, no or a refused API key, Stripe or the database unreachable.
+    """
+    start = None
+    if since is not None:
+        try:
+            start = parse_since(since)
+            assert start is not None
+            event_sync.check_since(start, datetime.now(UTC))
+        except (typer.BadParameter, ValueError) as exc:
+            fail(str(exc))
+    config = stripe_config(api_key, api_base)
+    progress = _progress("fetching events from Stripe")
+    with db.connect(choose(database_url, env).url) as conn:
+        try:
+            report = event_sync.sync_events(
+                conn, config.client(), since=start, limit=limit, dry_run=dry_run,
+                on_fetch=progress.count if progress else None,
+                on_start=(lambda n: progress.start("applying", n)) if progress else None,
+                on_batch=progress.add if progress else None,
+            )
+        except event_sync.SyncBusy as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(0) from None
+        except stripe.StripeError as exc:
+            stripe_failed(exc)
+            raise  # unreachable: stripe_failed exits
+        finally:
+            if progress:
+                progress.close()
+    if as_json:
+        print_json({"since": report.since.isoformat(), "dry_run": dry_run, **report.counts(),
+                    "new_by_type": dict(report.new_by_type), "skipped_types": dict(report.skipped_types),
+                    "sync": report.cursor})
+    else:
+        _print_sync(report, dry_run)
+    bad = report.outcomes["failed"] + report.outcomes["invalid"]
+    raise typer.Exit(1 if bad else 0)
+
+
+def _print_sync(report: event_sync.SyncReport, dry_run: bool) -> None:
+    if report.cursor_too_old:
+        typer.echo("note: the last sync is older than Stripe's 30 days of events; events before "
+                   f"{report.since:%Y-%m-%d %H:%M} UTC cannot be recovered from Stripe", err=True)
+    skipped = sum(report.skipped_types.values())
+    other = f" ({skipped} of other types skipped)" if skipped else ""
+    typer.echo(f"Stripe events since {report.since:%Y-%m-%d %H:%M:%S} UTC: {report.fetched} to sync{other}")
+    if report.by_type:
+        typer.echo(f"{'type':<36} {'events':>7} {'new':>7}")
+        for kind in sorted(report.by_type):
+            typer.echo(f"{kind:<36} {report.by_type[kind]:>7} {report.new_by_type[kind]:>7}")
+    if dry_run:
+        typer.echo(f"dry run: {sum(report.new_by_type.values())} new, nothing applied")
+        return
+    parts = ", ".join(f"{n} {status}" for status, n in sorted(report.outcomes.items(), key=lambda kv: -kv[1]))
+    typer.echo(f"{sum(report.outcomes.values())} events: {parts or 'nothing to do'}")
+    for result in report.results:
+        if result.get("status") in ("failed", "invalid"):
+            detail = result.get("detail") or {}
+            typer.echo(f"  {result.get('event_id')}: {result.get('status')} "
+                       f"[{detail.get('sqlstate')}] {detail.get('error')}", err=True)
+    if report.remaining:
+        typer.echo(f"{report.remaining} more to apply: run again (--limit stopped this run)")
+    cursor = report.cursor
+    if cursor.get("cursor_event_id"):
+        typer.echo(f"cursor: {cursor['cursor_event_id']} ({cursor['cursor_created']})")

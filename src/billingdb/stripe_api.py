@@ -1,0 +1,82 @@
+"""Calling Stripe's API: the secret key, where the API is, retries, and one-line errors.
+
+Used by Checkout (the HTTP service) and by the recovery commands (``billingdb
+stripe sync-events``, ``stripe sync subscriptions``, ``plans sync``). The
+official ``stripe`` library does the calls; ``api_base`` points it elsewhere (a
+stand-in server or localstripe in the tests): ``StripeClient(base_addresses=...)``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import stripe
+
+__all__ = ["HANDLED_EVENT_TYPES", "StripeConfig", "describe_error"]
+
+#: The event types process_stripe_event acts on (the README's table; the Stripe endpoint's list).
+#: Any other type is recorded and ``ignored``; the recovery commands do not fetch them.
+HANDLED_EVENT_TYPES: tuple[str, ...] = (
+    "checkout.session.completed",
+    "customer.created",
+    "customer.updated",
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "customer.subscription.paused",
+    "customer.subscription.resumed",
+    "invoice.paid",
+    "invoice.payment_succeeded",
+    "invoice.payment_failed",
+    "charge.refunded",
+    "charge.dispute.created",
+    "charge.dispute.funds_withdrawn",
+    "charge.dispute.funds_reinstated",
+    "charge.dispute.closed",
+)
+
+
+@dataclass(frozen=True)
+class StripeConfig:
+    """The secret key, and where the API is (Stripe's unless ``api_base`` is set)."""
+
+    api_key: str
+    api_base: str | None = None
+    max_network_retries: int = 1
+    timeout: float = 20.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> StripeConfig | None:
+        """``STRIPE_SECRET_KEY`` and ``BILLINGDB_STRIPE_API_BASE`` (an override wins); None when no key is set."""
+        env = os.environ if environ is None else environ
+        api_key = overrides.pop("api_key", None) or env.get("STRIPE_SECRET_KEY")
+        if not api_key:
+            return None
+        api_base = overrides.pop("api_base", None) or env.get("BILLINGDB_STRIPE_API_BASE") or None
+        return cls(api_key=api_key, api_base=api_base, **overrides)
+
+    def client(self) -> stripe.StripeClient:
+        return stripe.StripeClient(
+            self.api_key,
+            base_addresses={"api": self.api_base} if self.api_base else None,
+            max_network_retries=self.max_network_retries,
+            http_client=stripe.RequestsClient(timeout=self.timeout),
+        )
+
+
+def describe_error(exc: stripe.StripeError) -> str:
+    """One line for an operator: what Stripe answered, and what to do about the usual ones."""
+    detail = (exc.user_message or str(exc) or type(exc).__name__).splitlines()[0]
+    if isinstance(exc, stripe.AuthenticationError):
+        return f"Stripe refused the API key (401): {detail}; check STRIPE_SECRET_KEY or --api-key"
+    if isinstance(exc, stripe.PermissionError):
+        return f"the API key may not do this (403): {detail}; a restricted key needs read access to it"
+    if isinstance(exc, stripe.RateLimitError):
+        return f"Stripe's rate limit (429) held after the retries: {detail}; run again later"
+    if isinstance(exc, stripe.APIConnectionError):
+        return f"cannot reach Stripe's API: {detail}"
+    status = f" ({exc.http_status})" if exc.http_status else ""
+    return f"Stripe failed{status}: {detail}"
