@@ -15,6 +15,7 @@ window are fetched before the first is applied (about 3-10 kB each).
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,18 +26,20 @@ import psycopg
 import stripe
 
 from billingdb import db
-from billingdb.errors import BillingError
-from billingdb.stripe_api import HANDLED_EVENT_TYPES
+from billingdb.errors import BillingError, InvalidArgument
+from billingdb.stripe_api import HANDLED_EVENT_TYPES, describe_error
 
 __all__ = [
     "BATCH_SIZE",
     "DEFAULT_WINDOW",
     "RETENTION",
+    "MalformedPage",
     "SyncBusy",
     "SyncReport",
     "batches",
     "check_since",
     "fetch_events",
+    "final_statuses",
     "process_batches",
     "sync_events",
 ]
@@ -45,12 +48,21 @@ __all__ = [
 BATCH_SIZE = 200
 #: How far back Stripe's Events API goes.
 RETENTION = timedelta(days=30)
+#: Events per page of Stripe's list (its maximum).
+PAGE_SIZE = 100
 #: Where a first sync starts when no --since is given.
 DEFAULT_WINDOW = timedelta(days=3)
+#: A 429 (Stripe's rate limit) waits 0.5 s, 1 s, 2 s ... before resuming, this many times.
+RATE_LIMIT_RETRIES = 5
+RATE_LIMIT_BACKOFF = 0.5
 
 
 class SyncBusy(BillingError):
     """Another session is syncing (the sync's advisory lock is held)."""
+
+
+class MalformedPage(BillingError):
+    """A page of Stripe's event list that does not hold events: nothing is applied."""
 
 
 @dataclass
@@ -95,18 +107,37 @@ def process_batches(
     """Feed events through process_stripe_events, ``batch_size`` per transaction; their results, in order.
 
     ``conn`` must be in autocommit mode: each batch is one transaction. An element the database
-    refuses as malformed comes back with status ``invalid``.
+    refuses as malformed comes back with status ``invalid`` and detail {sqlstate, error}; so does one
+    that PostgreSQL cannot even store as JSON (a NUL character), its batch being fed again one by one.
     """
     results: list[dict[str, Any]] = []
     for chunk in batches(events, batch_size):
-        answer = db.query(conn, "process_stripe_events",
-                          {"events": json.dumps(chunk), "advance_cursor": advance_cursor})
+        try:
+            answer = db.query(conn, "process_stripe_events",
+                              {"events": json.dumps(chunk), "advance_cursor": advance_cursor})
+        except (psycopg.DataError, InvalidArgument) as exc:
+            if len(chunk) > 1:
+                answer = process_batches(conn, chunk, batch_size=1, advance_cursor=advance_cursor)
+            else:
+                event_id = chunk[0].get("id") if isinstance(chunk[0], dict) else None
+                answer = [{"event_id": event_id if isinstance(event_id, str) else None, "status": "invalid",
+                           "detail": {"sqlstate": getattr(exc, "sqlstate", None),
+                                      "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}}]
         if not isinstance(answer, list) or len(answer) != len(chunk):
             raise BillingError(f"process_stripe_events returned {str(answer)[:200]}")
         results.extend(answer)
         if on_batch is not None:
             on_batch(len(chunk))
     return results
+
+
+def final_statuses(conn: psycopg.Connection[Any], results: list[dict[str, Any]]) -> list[str]:
+    """Where each event ended, in order: a pending or failed one may since have been applied by a later
+    event of the same run (its customer linked)."""
+    waiting = [r["event_id"] for r in results if r.get("status") in ("pending", "failed") and r.get("event_id")]
+    final = {r["stripe_event_id"]: r["status"]
+             for r in db.run(conn, "stripe_event_statuses", {"event_ids": waiting})} if waiting else {}
+    return [final.get(r.get("event_id"), r.get("status")) for r in results]
 
 
 def fetch_events(
@@ -118,23 +149,57 @@ def fetch_events(
 ) -> tuple[list[dict[str, Any]], Counter[str]]:
     """The handled events created at or after ``since``, oldest first, and a count of the other types skipped.
 
-    Stripe lists newest first; the list is reversed once complete. Raises ``stripe.StripeError``.
+    Pages with the library's auto-paging list. Stripe lists newest first: the events are put oldest first
+    once all are fetched (by ``created``; within one second in Stripe's order, which billingdb's ordering
+    rules do not need). A 429 backs off and resumes after the last event received (the library retries
+    network errors and 5xx itself). Raises ``stripe.StripeError``, or :class:`MalformedPage` when an
+    element of a page is not an event.
     """
     wanted = frozenset(types)
     events: list[dict[str, Any]] = []
     skipped: Counter[str] = Counter()
-    listing = client.v1.events.list(params={"created": {"gte": int(since.timestamp())}, "limit": 100})
-    for n, event in enumerate(listing.auto_paging_iter(), 1):
-        data = event.to_dict()
-        kind = data.get("type")
-        if kind in wanted:
-            events.append(data)
-        else:
-            skipped[str(kind)] += 1
-        if on_event is not None:
-            on_event(n)
+    params: dict[str, Any] = {"created": {"gte": int(since.timestamp())}, "limit": PAGE_SIZE}
+    last_id: str | None = None
+    seen = 0
+    rate_limited = 0
+    while True:
+        try:
+            page_params = {**params, "starting_after": last_id} if last_id else params
+            for event in client.v1.events.list(params=page_params).auto_paging_iter():
+                data = _event_dict(event)
+                rate_limited = 0
+                last_id = data["id"]
+                seen += 1
+                if data["type"] in wanted:
+                    events.append(data)
+                else:
+                    skipped[data["type"]] += 1
+                if on_event is not None:
+                    on_event(seen)
+            break
+        except stripe.RateLimitError:
+            rate_limited += 1
+            if rate_limited > RATE_LIMIT_RETRIES:
+                raise
+            time.sleep(RATE_LIMIT_BACKOFF * 2 ** (rate_limited - 1))
     events.reverse()
+    events.sort(key=lambda e: e["created"])
     return events, skipped
+
+
+def _event_dict(event: Any) -> dict[str, Any]:
+    """A listed event as a dict as Stripe sent it (the library makes Decimals of decimal strings: back to
+    strings); MalformedPage when it is not an event (no id, type or integer created)."""
+    data = event.to_dict(for_json=True) if isinstance(event, stripe.StripeObject) else event
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("id"), str)
+        or not isinstance(data.get("type"), str)
+        or not isinstance(data.get("created"), int)
+        or isinstance(data.get("created"), bool)
+    ):
+        raise MalformedPage(f"Stripe's event list holds something that is not an event: {str(data)[:120]}")
+    return data
 
 
 def sync_events(
@@ -173,7 +238,10 @@ def sync_events(
         try:
             events, report.skipped_types = fetch_events(client, report.since, on_event=on_fetch)
         except stripe.StripeError as exc:
-            error = f"Stripe {type(exc).__name__}: {str(exc.user_message or exc)[:200]}"
+            error = describe_error(exc)[:500]
+            raise
+        except MalformedPage as exc:
+            error = str(exc)
             raise
         report.fetched = len(events)
         report.by_type = Counter(str(e.get("type")) for e in events)
@@ -188,7 +256,7 @@ def sync_events(
                 on_start(len(events))
             report.results = process_batches(conn, events, batch_size=batch_size, advance_cursor=True,
                                              on_batch=on_batch)
-            report.outcomes = _final_outcomes(conn, report.results)
+            report.outcomes = Counter(final_statuses(conn, report.results))
     except BaseException as exc:
         error = error or f"stopped: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
         try:
@@ -201,7 +269,9 @@ def sync_events(
 
 
 def check_since(since: datetime, now: datetime) -> None:
-    """ValueError when ``since`` is older than Stripe's 30 days of events."""
+    """ValueError when ``since`` is in the future or older than Stripe's 30 days of events."""
+    if since > now:
+        raise ValueError(f"{since:%Y-%m-%d %H:%M} UTC is in the future: there are no events to sync yet")
     oldest = now - RETENTION
     if since < oldest:
         raise ValueError(
@@ -215,11 +285,3 @@ def _finish(conn: psycopg.Connection[Any], started: datetime, report: SyncReport
     counts = None if dry_run else json.dumps(report.counts())
     report.cursor = db.query(conn, "finish_stripe_event_sync",
                              {"started_at": started, "counts": counts, "error": error})
-
-
-def _final_outcomes(conn: psycopg.Connection[Any], results: list[dict[str, Any]]) -> Counter[str]:
-    """Where each event ended: a pending one may have been applied by a later event of the run."""
-    waiting = [r["event_id"] for r in results if r.get("status") in ("pending", "failed") and r.get("event_id")]
-    final = {r["stripe_event_id"]: r["status"]
-             for r in db.run(conn, "stripe_event_statuses", {"event_ids": waiting})} if waiting else {}
-    return Counter(final.get(r.get("event_id"), r.get("status")) for r in results)

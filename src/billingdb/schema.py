@@ -9,10 +9,10 @@ regenerates that file.
 from __future__ import annotations
 
 import uuid
-from urllib.parse import quote, urlencode
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict

@@ -156,6 +156,8 @@ def sync_events_command(
         except stripe.StripeError as exc:
             stripe_failed(exc)
             raise  # unreachable: stripe_failed exits
+        except event_sync.MalformedPage as exc:
+            fail(str(exc))
         finally:
             if progress:
                 progress.close()
