@@ -13,6 +13,7 @@ deep paths (a linked customer, a plan, a subscription, credits, a hold, events).
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -109,6 +110,10 @@ def _calls(hold_id: int, usage_id: int) -> list[tuple[str, list[Any]]]:
         ("process_stripe_event", [_event("evt_shadow_pending", "invoice.paid", {**invoice, "id": "in_p",
                                                                                 "customer": "cus_later"})]),
         ("retry_stripe_event", ["evt_shadow_pending"]),
+        ("process_stripe_events", [Jsonb([_event("evt_shadow_batch", "invoice.paid", {**invoice, "id": "in_b"}).obj,
+                                          "not an event"]), True]),
+        ("begin_stripe_event_sync", []),
+        ("finish_stripe_event_sync", [datetime.now(UTC) - timedelta(minutes=1), Jsonb({"processed": 1}), None]),
         ("purge_stripe_events_batch", [None, 10]),
         ("billing_cron_jobs", []),
         ("schedule_billing_jobs", []),
