@@ -345,3 +345,25 @@ BENCHMARKS += [
         measure=http_api.measure_state_reads(USER_PREFIX),
     ),
 ]
+
+
+# -- issue 17: the batch path (bench/replay.py) -----------------------------------
+
+from bench import replay  # noqa: E402  (kept with the entry that uses it)
+
+BENCHMARKS += [
+    Benchmark(
+        name="events_replay",
+        label=f"billingdb events replay, {replay.REPLAY_EVENTS:,} events, events/s",
+        database="billingdb",
+        setup=setup_events,
+        check=stripe_events.check_events,
+        counter="events_processed",
+        requires=(*_EVENTS_REQUIRE, "process_stripe_events"),
+        baseline="tpcb_like",
+        target=3.0,
+        target_source="issue 17",
+        clients=(1,),  # one connection, as the command runs
+        measure=replay.measure_replay(PRICE_ID, USER_PREFIX),
+    ),
+]

@@ -18,7 +18,8 @@ CREATE TABLE billingdb.billing_settings (
             'health_min_cache_hit_pct',
             'health_min_cache_reads',
             'health_max_cache_staleness_seconds',
-            'health_max_cleanup_delay_seconds'
+            'health_max_cleanup_delay_seconds',
+            'health_max_event_sync_age_seconds'
         )
         OR value ~ '^[0-9]{1,9}(\.[0-9]{1,4})?$'
     )
@@ -72,6 +73,10 @@ INSERT INTO billingdb.billing_settings (name, value, description) VALUES
 (
     'health_max_cleanup_delay_seconds', '300',
     'billing_health: breach when subscription_cache_cleanup is scheduled in pg_cron but did not run for this long.'
+),
+(
+    'health_max_event_sync_age_seconds', '86400',
+    'billing_health: breach when billingdb stripe sync-events has run but not succeeded for this long.'
 );
 
 -- What happened to a user's billing, for support and the runbook.

@@ -275,6 +275,10 @@ DECLARE
     v_min_reads constant numeric := coalesce(billingdb._billing_setting('health_min_cache_reads'), '100');
     v_max_stale constant numeric := coalesce(billingdb._billing_setting('health_max_cache_staleness_seconds'), '300');
     v_max_delay constant numeric := coalesce(billingdb._billing_setting('health_max_cleanup_delay_seconds'), '300');
+    v_max_sync_age constant numeric := coalesce(
+        billingdb._billing_setting('health_max_event_sync_age_seconds'), '86400'
+    );
+    v_sync billingdb.stripe_event_sync;
     v_cache jsonb;
     v_events record;
     v_ledger record;
@@ -401,6 +405,23 @@ BEGIN
         END
     );
 
+    -- 7. The Events API sync (billingdb stripe sync-events), once it has run: it succeeded recently.
+    SELECT s.* INTO v_sync FROM billingdb.stripe_event_sync AS s;
+    v_value := round(extract(EPOCH FROM now() - v_sync.last_succeeded_at), 3);
+    v_checks := v_checks || jsonb_build_object(
+        'name', 'stripe_event_sync', 'value', v_value, 'threshold', v_max_sync_age, 'comparison', '<', 'unit', 's',
+        'status', CASE
+            WHEN v_sync.last_started_at IS null THEN 'no_data'
+            WHEN v_value < v_max_sync_age THEN 'ok'
+            ELSE 'breach'
+        END,
+        'detail', CASE
+            WHEN v_sync.last_started_at IS null THEN 'billingdb stripe sync-events has not run'
+            ELSE format('last success %s; last run %s', coalesce(v_value || ' s ago', 'never'),
+                coalesce('failed: ' || v_sync.last_error, 'succeeded'))
+        END
+    );
+
     RETURN jsonb_build_object(
         'healthy', NOT jsonb_path_exists(v_checks, '$[*] ? (@.status == "breach")'),
         'breaches', jsonb_path_query_array(v_checks, '$[*] ? (@.status == "breach").name'),
@@ -434,7 +455,8 @@ COMMENT ON FUNCTION public.billing_health() IS
 'negative_balances (= 0), clawback_shortfalls (unresolved credit_shortfalls, = 0), cache_staleness (age of the oldest valid cache row, < health_max_cache_staleness_seconds '
 '= 300), cache_hit_rate (hits / reads since stats_since, > health_min_cache_hit_pct = 80, judged from '
 'health_min_cache_reads = 100 reads), cache_cleanup (seconds since the last cleanup run, < '
-'health_max_cleanup_delay_seconds = 300, judged only while pg_cron job subscription_cache_cleanup is active). '
+'health_max_cleanup_delay_seconds = 300, judged only while pg_cron job subscription_cache_cleanup is active), stripe_event_sync (seconds since '
+'billingdb stripe sync-events last succeeded, < health_max_event_sync_age_seconds = 86400, judged once a sync has run). '
 'healthy is false exactly when a check is breach; breaches lists their names. cache = '
 'get_subscription_cache_status(); events = counts received, processed and unprocessed in 24 h, unprocessed, failed '
 'and pending overall, the oldest unprocessed; ledger = users, mismatched, negative and the findings of '

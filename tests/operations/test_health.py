@@ -48,12 +48,12 @@ def test_fresh_database_is_healthy(database_url: str) -> None:
     assert report["healthy"] is True and report["breaches"] == []
     assert [c["name"] for c in report["checks"]] == [
         "webhook_success_rate", "credit_balance_integrity", "negative_balances", "clawback_shortfalls",
-        "cache_staleness", "cache_hit_rate", "cache_cleanup",
+        "cache_staleness", "cache_hit_rate", "cache_cleanup", "stripe_event_sync",
     ]
     assert {c["name"]: c["status"] for c in report["checks"]} == {
         "webhook_success_rate": "no_data", "credit_balance_integrity": "ok", "negative_balances": "ok",
         "clawback_shortfalls": "ok", "cache_staleness": "no_data", "cache_hit_rate": "no_data",
-        "cache_cleanup": "no_data",
+        "cache_cleanup": "no_data", "stripe_event_sync": "no_data",
     }
 
 
@@ -115,6 +115,27 @@ def test_cache_staleness_of_5_minutes_is_a_breach(conn, database_url: str) -> No
     assert result.exit_code == 1
     assert result.output.splitlines()[0] == "UNHEALTHY: 1 breached: cache_staleness"
     assert "oldest of 2 valid cache rows cached 360" in _breach_line(result.output, "cache_staleness")
+
+
+def test_an_events_api_sync_that_has_not_succeeded_for_a_day_is_a_breach(conn, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    sync = "SELECT public.begin_stripe_event_sync(), public.finish_stripe_event_sync(now() - %s::interval, '{}', %s)"
+    conn.execute(sync, ("1 minute", None))
+    assert _health(database_url).exit_code == 0
+    assert "last run succeeded" in _check(_report(database_url), "stripe_event_sync")["detail"]
+    # It keeps failing: fine while the last success is younger than the threshold.
+    conn.execute(sync, ("1 minute", "Stripe refused the API key (401)"))
+    check = _check(_report(database_url), "stripe_event_sync")
+    assert check["status"] == "ok" and "last run failed: Stripe refused the API key (401)" in check["detail"]
+    conn.execute("UPDATE billingdb.stripe_event_sync SET last_succeeded_at = now() - interval '25 hours'")
+    result = _health(database_url)
+    assert result.exit_code == 1
+    assert result.output.splitlines()[0] == "UNHEALTHY: 1 breached: stripe_event_sync"
+    assert "last run failed: Stripe refused the API key (401)" in _breach_line(result.output, "stripe_event_sync")
+    conn.execute("SELECT public.set_billing_setting('health_max_event_sync_age_seconds', '172800')")
+    assert _health(database_url).exit_code == 0
+    # Never succeeded at all.
+    conn.execute("UPDATE billingdb.stripe_event_sync SET last_succeeded_at = null")
+    assert _check(_report(database_url), "stripe_event_sync")["status"] == "breach"
 
 
 def test_cache_hit_rate_at_or_below_80_percent_is_a_breach(conn, database_url: str) -> None:  # type: ignore[no-untyped-def]
