@@ -22,12 +22,14 @@ import psycopg
 import pytest
 import stripe
 from events.event_helpers import process, setup_plans, world_state
+from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from billingdb import event_sync, service, webhooks
-from billingdb.cli import app
+from billingdb.cli import app, main
+from billingdb.service.background import EventSyncSettings
+from billingdb.stripe_api import HANDLED_EVENT_TYPES, StripeConfig
 from billingdb.testing import localstripe
-from billingdb.stripe_api import HANDLED_EVENT_TYPES
 from billingdb.testing.stripe import StripeWorld
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "http"))
@@ -381,7 +383,7 @@ def test_one_sync_at_a_time(conn: psycopg.Connection[Any], connect: Any, databas
 @pytest.mark.parametrize(("args", "message"), [
     (["--since", "45d"], "error: Stripe keeps events for 30 days:"),
     (["--since", "yesterday"], "error: 'yesterday' is neither a duration (30m, 2h, 7d) nor an ISO date"),
-    (["--since", "99999999999d"], "error: '99999999999d' reaches before year 1"),
+    (["--since", "99999999999d"], "error: '99999999999d' is too long a duration"),
     (["--since", (datetime.now(UTC) + timedelta(days=2)).date().isoformat()], "error: "),
     ([], "error: no Stripe API key: pass --api-key or set STRIPE_SECRET_KEY"),
 ])
@@ -418,3 +420,53 @@ def test_the_fetched_types_are_the_ones_process_stripe_event_dispatches(conn: ps
     handlers = source[source.index("One handler per type"):]
     dispatched = set(re.findall(r"'((?:customer|invoice|checkout|charge)\.[a-z_.]+)'", handlers))
     assert dispatched == set(HANDLED_EVENT_TYPES)
+
+
+# -- billingdb serve --sync-events-every ----------------------------------------------------------
+
+
+def test_serve_syncs_in_the_background_one_sync_at_a_time(
+    conn: psycopg.Connection[Any], connect: Any, database_url: str
+) -> None:
+    setup_plans(conn)
+    world = StripeWorld()
+    other = connect()  # another sync (a cron job, another serve) holds the lock
+    assert other.execute("SELECT public.begin_stripe_event_sync() AS r").fetchone()["r"]["started"] is True
+    with EventsApi(world.new_subscription()) as api:
+        settings = service.ServiceSettings(
+            database_url=database_url, webhook=webhooks.WebhookConfig(secrets=("whsec_background",)),
+            event_sync=EventSyncSettings(stripe=StripeConfig(api_key=KEY, api_base=api.url, max_network_retries=0),
+                                         every=timedelta(seconds=0.2), first_after=timedelta(0)),
+        )
+        with TestClient(service.create_app(settings)) as client:
+            job = client.app.state.event_sync  # type: ignore[attr-defined]
+            _wait_for("two turns", lambda: job.runs >= 2)
+            assert api.requests == [] and sync_row(conn) is None  # skipped: the other sync runs
+            other.execute("SELECT public.finish_stripe_event_sync(now(), null)")  # the other one ends
+            _wait_for("the sync", lambda: world_state(conn, world.user_id, world.customer_id)["balance"] == 30)
+            assert client.get("/healthz").status_code == 200
+        row = sync_row(conn)
+        assert row is not None and row["last_succeeded_at"] is not None and row["last_error"] is None
+        runs = job.runs
+        time.sleep(0.5)
+        assert job.runs == runs  # stopped with the service
+
+
+@pytest.mark.parametrize(("args", "env", "message"), [
+    (["--sync-events-every", "10s"], {"STRIPE_SECRET_KEY": KEY}, "--sync-events-every '10s': give a period of at least 1m"),
+    (["--sync-events-every", "often"], {"STRIPE_SECRET_KEY": KEY}, "--sync-events-every 'often': give a period"),
+    (["--sync-events-every", "15m"], {}, "--sync-events-every needs a Stripe API key: set STRIPE_SECRET_KEY"),
+    ([], {"BILLINGDB_SYNC_EVENTS_EVERY": "5s", "STRIPE_SECRET_KEY": KEY}, "--sync-events-every '5s'"),
+])
+def test_serve_refuses_a_bad_sync_period_or_no_key_in_one_line(
+    args: list[str], env: dict[str, str], message: str, database_url: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("STRIPE_SECRET_KEY", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--webhook-secret", "whsec_x", *args, "--database-url", database_url])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err

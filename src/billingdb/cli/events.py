@@ -31,7 +31,7 @@ import typer
 from billingdb import db, event_sync, webhooks
 from billingdb.cli.options import AsJson, DatabaseUrl, EnvName, choose, print_json
 
-__all__ = ["events_app", "read_event_files", "parse_since"]
+__all__ = ["events_app", "read_event_files", "parse_since", "parse_duration"]
 
 events_app = typer.Typer(rich_markup_mode=None, 
     help="Stripe webhook events: list, show, retry, replay (process_stripe_event).", no_args_is_help=True
@@ -43,14 +43,25 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks
 OK_STATUSES = frozenset({"processed", "duplicate", "ignored", "stale", "pending"})
 
 
+def parse_duration(value: str) -> timedelta | None:
+    """``30s``, ``15m``, ``2h``, ``7d``, ``1w`` as a timedelta; None when it is not a duration."""
+    match = _DURATION.match(value)
+    if not match:
+        return None
+    try:
+        return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    except OverflowError:
+        raise typer.BadParameter(f"{value!r} is too long a duration") from None
+
+
 def parse_since(value: str | None, now: datetime | None = None) -> datetime | None:
     """``30m``, ``2h``, ``7d``, ``1w`` (ago) or an ISO date/time (UTC when no offset)."""
     if value is None:
         return None
-    match = _DURATION.match(value)
-    if match:
+    delta = parse_duration(value)
+    if delta is not None:
         try:
-            return (now or datetime.now(UTC)) - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+            return (now or datetime.now(UTC)) - delta
         except OverflowError:
             raise typer.BadParameter(f"{value!r} reaches before year 1") from None
     try:

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from datetime import timedelta
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from billingdb import stripe_api, webhooks
+from billingdb.cli.events import parse_duration
 from billingdb.cli.options import DatabaseUrl, EnvName, choose
+from billingdb.cli.stripe import MAX_NETWORK_RETRIES
 from billingdb.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from billingdb.service.background import EventSyncSettings
+
+#: The shortest background sync period: Stripe's rate limits are per account, shared with the app.
+MIN_SYNC_PERIOD = timedelta(minutes=1)
 
 __all__ = ["serve_command"]
 
@@ -39,6 +48,11 @@ def serve_command(
     generator: Annotated[str | None, typer.Option(
         help="The story generator, module:function. Default: $BILLINGDB_GENERATOR or billingdb.service.generation:echo.",
         show_default=False)] = None,
+    sync_events_every: Annotated[str | None, typer.Option(
+        "--sync-events-every", metavar="PERIOD", show_default=False,
+        help="Also run `billingdb stripe sync-events` in the background every PERIOD (5m, 1h; at least 1m), "
+             "one sync at a time across every process; needs STRIPE_SECRET_KEY. Default: "
+             "$BILLINGDB_SYNC_EVENTS_EVERY, else off.")] = None,
     database_url: DatabaseUrl = None,
     env: EnvName = None,
 ) -> None:
@@ -52,10 +66,12 @@ def serve_command(
     if not secrets:
         raise ConfigurationError("no webhook secret: set STRIPE_WEBHOOK_SECRET or pass --webhook-secret")
     choice = choose(database_url, env)
+    event_sync = _event_sync_settings(sync_events_every or os.environ.get("BILLINGDB_SYNC_EVENTS_EVERY") or None)
     settings = service.ServiceSettings(
         database_url=choice.url,
         webhook=webhooks.WebhookConfig(secrets=secrets, max_body=max_body),
         pool_max=pool_size,
+        event_sync=event_sync,
     )
     auth_config = auth.AuthConfig.from_env(
         jwks_url=jwt_jwks_url, public_key=jwt_public_key, issuer=jwt_issuer, audience=jwt_audience
@@ -73,5 +89,24 @@ def serve_command(
         typer.echo(f"application API: on (issuer {auth_config.issuer}, "  # type: ignore[union-attr]
                    f"stripe {'configured' if api_settings.stripe else 'not configured'}, "
                    f"generator {api_settings.generation.generator_name})", err=True)
+    if event_sync is not None:
+        typer.echo(f"stripe sync-events: every {sync_events_every or os.environ.get('BILLINGDB_SYNC_EVENTS_EVERY')}"
+                   " in the background", err=True)
     service.serve(settings, host=host, port=port, log_level=log_level,
                   routes=api.routes(api_settings) if api_settings else ())
+
+
+def _event_sync_settings(every: str | None) -> EventSyncSettings | None:
+    """The background sync's settings from ``--sync-events-every`` (None: off); bad values are refused.
+    The service package (starlette) is imported only when serving."""
+    from billingdb.service.background import EventSyncSettings
+
+    if every is None or every.strip().lower() in ("", "off", "0"):
+        return None
+    period = parse_duration(every)
+    if period is None or period < MIN_SYNC_PERIOD:
+        raise ConfigurationError(f"--sync-events-every {every!r}: give a period of at least 1m (5m, 1h, 1d)")
+    config = stripe_api.StripeConfig.from_env(max_network_retries=MAX_NETWORK_RETRIES)
+    if config is None:
+        raise ConfigurationError("--sync-events-every needs a Stripe API key: set STRIPE_SECRET_KEY")
+    return EventSyncSettings(stripe=config, every=period)

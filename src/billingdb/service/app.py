@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from billingdb import db, webhooks
+from billingdb.service.background import EventSyncJob, EventSyncSettings
 
 __all__ = ["ServiceSettings", "create_app", "serve", "WEBHOOK_PATH"]
 
@@ -51,6 +52,8 @@ class ServiceSettings:
     pool_max: int = 10
     pool_timeout: float = 10.0
     health_timeout: float = 2.0
+    #: Sync Stripe's Events API in the background (off when None): see billingdb.service.background.
+    event_sync: EventSyncSettings | None = None
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -119,9 +122,15 @@ def create_app(settings: ServiceSettings, routes: Sequence[BaseRoute] = ()) -> S
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Open without waiting: the service starts (and /healthz says 503) while the database is down.
         pool.open(wait=False)
+        job = EventSyncJob(settings.database_url, settings.event_sync) if settings.event_sync else None
+        app.state.event_sync = job
+        if job is not None:
+            job.start()
         try:
             yield
         finally:
+            if job is not None:
+                job.stop()
             pool.close()
 
     app = Starlette(
