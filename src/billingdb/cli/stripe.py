@@ -113,7 +113,7 @@ def sync_events_command(
         help="Start at this age (30m, 12h, 3d) or ISO date/time (UTC when no offset); at most 30 days back "
              "(Stripe keeps events 30 days). Default: the cursor (the newest event synced), else 3 days.")] = None,
     limit: Annotated[int | None, typer.Option(
-        "--limit", min=1, show_default=False,
+        "--limit", min=1, metavar="N", show_default=False,
         help="Apply at most this many events (the oldest); the next run continues from the cursor.")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Fetch and count by type, and how many are new; apply and record nothing.")] = False,
