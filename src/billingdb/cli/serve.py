@@ -34,6 +34,10 @@ def serve_command(
     max_body: Annotated[int, typer.Option(help="Largest accepted webhook body in bytes (413 above).")] =
         webhooks.DEFAULT_MAX_BODY,
     pool_size: Annotated[int, typer.Option(min=1, help="Most database connections.")] = 10,
+    max_in_flight: Annotated[int | None, typer.Option(
+        min=1, metavar="N", show_default=False,
+        help="Webhook deliveries handled at once; past it a delivery is answered 503 with Retry-After at once "
+             "(Stripe delivers it again later). Default: twice --pool-size.")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     jwt_jwks_url: Annotated[str | None, typer.Option(
         help="Application API: JWKS URL of the JWT issuer (Clerk: https://<frontend-api>/.well-known/jwks.json). "
@@ -71,6 +75,7 @@ def serve_command(
         database_url=choice.url,
         webhook=webhooks.WebhookConfig(secrets=secrets, max_body=max_body),
         pool_max=pool_size,
+        max_in_flight=max_in_flight,
         event_sync=event_sync,
     )
     auth_config = auth.AuthConfig.from_env(

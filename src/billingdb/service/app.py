@@ -52,6 +52,10 @@ class ServiceSettings:
     pool_max: int = 10
     pool_timeout: float = 10.0
     health_timeout: float = 2.0
+    #: Webhook deliveries being handled at once (waiting for a connection included); past it a
+    #: delivery is answered 503 with Retry-After at once, and Stripe delivers it again later.
+    #: None: twice pool_max.
+    max_in_flight: int | None = None
     #: Sync Stripe's Events API in the background (off when None): see billingdb.service.background.
     event_sync: EventSyncSettings | None = None
 
@@ -75,18 +79,34 @@ def _json(outcome: webhooks.Outcome) -> JSONResponse:
     return JSONResponse(outcome.body, status_code=outcome.status_code)
 
 
+#: Seconds a delivery refused for overload is told to wait (Stripe keeps its own retry schedule).
+RETRY_AFTER_SECONDS = 5
+
+
 async def stripe_webhook(request: Request) -> JSONResponse:
-    """Verify, validate and process one Stripe event (see billingdb.webhooks)."""
+    """Verify, validate and process one Stripe event (see billingdb.webhooks); 503 at once when
+    ``max_in_flight`` deliveries are being handled already (a bounded queue, not a growing one)."""
     settings: ServiceSettings = request.app.state.settings
     pool: ConnectionPool = request.app.state.pool
+    limit = settings.max_in_flight or 2 * settings.pool_max
+    if request.app.state.in_flight >= limit:
+        return JSONResponse(
+            {"error": "overloaded", "message": f"{limit} deliveries are being processed; deliver again later"},
+            status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+    # The handler runs on the event loop: the counter needs no lock.
+    request.app.state.in_flight += 1
     try:
-        body = await _read_body(request, settings.webhook.max_body)
-    except webhooks.EventRejected as exc:
-        return _json(exc.outcome())
-    outcome = await run_in_threadpool(
-        webhooks.handle, pool.connection, body, request.headers.get("stripe-signature"), settings.webhook
-    )
-    return _json(outcome)
+        try:
+            body = await _read_body(request, settings.webhook.max_body)
+        except webhooks.EventRejected as exc:
+            return _json(exc.outcome())
+        outcome = await run_in_threadpool(
+            webhooks.handle, pool.connection, body, request.headers.get("stripe-signature"), settings.webhook
+        )
+        return _json(outcome)
+    finally:
+        request.app.state.in_flight -= 1
 
 
 def _check_database(pool: ConnectionPool, timeout: float) -> str:
@@ -143,6 +163,7 @@ def create_app(settings: ServiceSettings, routes: Sequence[BaseRoute] = ()) -> S
     )
     app.state.settings = settings
     app.state.pool = pool
+    app.state.in_flight = 0
     return app
 
 
