@@ -47,7 +47,9 @@ def parse_args(argv: list[str] | None) -> tuple[Options, list[str] | None, Path]
     )
     p.add_argument("--clients", type=_client_list, default=None, help="client counts (default 1,4)")
     p.add_argument("--duration", type=float, default=None, help="seconds per run (default 10)")
-    p.add_argument("--quick", action="store_true", help="smoke run: 2 s per run, 1000 users")
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 s per run, 1000 users, 2000 events replayed")
+    p.add_argument("--replay-events", type=int, default=None,
+                   help="events in the file of each events_replay run (default 20000)")
     p.add_argument("--users", type=int, default=None, help="seeded users (default 10000)")
     p.add_argument("--scale", type=int, default=None,
                    help="pgbench scale factor (default 10, at least the largest client count)")
@@ -67,6 +69,9 @@ def parse_args(argv: list[str] | None) -> tuple[Options, list[str] | None, Path]
     opts.clients = a.clients or opts.clients
     opts.duration = a.duration if a.duration is not None else (2.0 if a.quick else opts.duration)
     opts.users = a.users if a.users is not None else (1000 if a.quick else opts.users)
+    opts.replay_events = a.replay_events if a.replay_events is not None else (2000 if a.quick else opts.replay_events)
+    if opts.replay_events < 1:
+        p.error("--replay-events must be at least 1")
     opts.protocol = a.protocol
     opts.repeat = a.repeat if a.repeat is not None else (1 if a.quick else 3)
     opts.warmup = a.warmup if a.warmup is not None else (1.0 if a.quick else opts.warmup)

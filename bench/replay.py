@@ -1,6 +1,6 @@
 """The replay benchmark: ``billingdb events replay`` of a file of realistic Stripe events.
 
-For each run, ``REPLAY_EVENTS`` new events (:mod:`bench.stripe_events`'s renewal mix, both API
+For each run, ``--replay-events`` new events (20,000 by default) (:mod:`bench.stripe_events`'s renewal mix, both API
 shapes, the seeded users in turn, numbers from ``bench.event_seq`` so that every event is real work)
 are written to a JSON-lines file, then ``billingdb events replay FILE`` runs as a child process on
 one connection, many events per transaction (the batch path ``billingdb stripe sync-events`` uses
@@ -26,19 +26,18 @@ from bench.pgbench import Measurement
 if TYPE_CHECKING:
     from bench.benchmarks import Benchmark, Context
 
-__all__ = ["REPLAY_EVENTS", "measure_replay"]
+__all__ = ["measure_replay"]
 
-REPLAY_EVENTS = 20_000
 TIMEOUT = 600.0
 
 
 def measure_replay(price_id: str, user_prefix: str):  # type: ignore[no-untyped-def]
-    """A Benchmark ``measure``: one ``events replay`` of REPLAY_EVENTS events (the duration is not used)."""
+    """A Benchmark ``measure``: one ``events replay`` of ``--replay-events`` events (the duration is not used)."""
 
     def measure(ctx: Context, bench: Benchmark, clients: int, seconds: float) -> Measurement:
         if clients != 1:
             raise BenchError("the replay benchmark runs on one connection (clients=1)")
-        count = REPLAY_EVENTS
+        count = ctx.options.replay_events
         users = ctx.options.users
         templates = stripe_events.templates(price_id, user_prefix)
         with ctx.connect("billingdb") as conn:

@@ -23,7 +23,8 @@ def test_make_bench_smoke(pg_server_url: str, tmp_path: Path) -> None:
     env = {**os.environ, "BILLINGDB_BENCH_DSN": pg_server_url}
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--duration", "1", "--warmup", "0", "--clients", "1,2",
-         "--users", "20", "--scale", "2", "--repeat", "1", "--output", str(output)],
+         "--users", "20", "--scale", "2", "--repeat", "1", "--replay-events", "300",
+         "--output", str(output)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
@@ -36,6 +37,8 @@ def test_make_bench_smoke(pg_server_url: str, tmp_path: Path) -> None:
              ("http_intake_50", 8), ("http_intake_200", 8)}
     # issue 6: reserve+commit pairs and authenticated state reads at 4 clients (and their baselines)
     fixed |= {("hold_commit", 4), ("http_state", 4), ("select_only", 4)}
+    # issue 17: the batch path, one connection
+    fixed |= {("events_replay", 1)}
     assert set(rows) == {(n, c) for n in names for c in (1, 2)} | fixed
     for row in rows.values():
         assert row["skipped"] is None, row
@@ -44,7 +47,8 @@ def test_make_bench_smoke(pg_server_url: str, tmp_path: Path) -> None:
     assert all(r["ratio"] is not None for r in compared)
     assert {(t["benchmark"], t["clients"]) for t in report["targets"]} == {
         (n, c) for n in ("deduct_distinct", "state_cache_hit") for c in (1, 2)
-    } | {("process_stripe_event", 4)}
+    } | {("process_stripe_event", 4), ("events_replay", 1)}
+    assert rows[("events_replay", 1)]["extra"]["events"] == 300
     for rate in (50, 200):
         extra = rows[(f"http_intake_{rate}", 8)]["extra"]
         assert extra["rate"] == f"{rate}/s"

@@ -307,7 +307,7 @@ def test_a_server_that_dies_mid_generation_loses_no_credits(database_url, api_db
     env.pop("DATABASE_URL", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "billingdb", "serve", "--database-url", database_url, "--port", str(port),
-         "--log-level", "warning"],
+         "--log-level", "warning", "--workers", "1"],  # the one process dies (with workers, only a worker would)
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path,
     )
     try:

@@ -33,7 +33,11 @@ def serve_command(
     ] = None,
     max_body: Annotated[int, typer.Option(help="Largest accepted webhook body in bytes (413 above).")] =
         webhooks.DEFAULT_MAX_BODY,
-    pool_size: Annotated[int, typer.Option(min=1, help="Most database connections.")] = 10,
+    workers: Annotated[int | None, typer.Option(
+        min=1, max=64, metavar="N", show_default=False,
+        help="Worker processes sharing the port, each with its own pool. Default: $BILLINGDB_WORKERS, else "
+             "the number of CPUs.")] = None,
+    pool_size: Annotated[int, typer.Option(min=1, help="Most database connections (per worker).")] = 10,
     max_in_flight: Annotated[int | None, typer.Option(
         min=1, metavar="N", show_default=False,
         help="Webhook deliveries handled at once; past it a delivery is answered 503 with Retry-After at once "
@@ -86,8 +90,9 @@ def serve_command(
         stripe=stripe_api.StripeConfig.from_env(),
         generation=generation.GenerationConfig.from_env(generator=generator),
     )
+    workers = workers or _workers_from_env()
     typer.echo(f"billingdb serve: http://{host}:{port}  database: {choice.source}  "
-               f"webhook secrets: {len(secrets)}", err=True)
+               f"webhook secrets: {len(secrets)}  workers: {workers}", err=True)
     if api_settings is None:
         typer.echo("application API: off (set BILLINGDB_JWT_JWKS_URL or BILLINGDB_JWT_PUBLIC_KEY)", err=True)
     else:
@@ -97,8 +102,23 @@ def serve_command(
     if event_sync is not None:
         typer.echo(f"stripe sync-events: every {sync_events_every or os.environ.get('BILLINGDB_SYNC_EVENTS_EVERY')}"
                    " in the background", err=True)
-    service.serve(settings, host=host, port=port, log_level=log_level,
-                  routes=api.routes(api_settings) if api_settings else ())
+    if workers == 1:
+        service.serve(settings, host=host, port=port, log_level=log_level,
+                      routes=api.routes(api_settings) if api_settings else ())
+    else:
+        from billingdb.service.workers import serve_workers
+
+        serve_workers(settings, api_settings, workers=workers, host=host, port=port, log_level=log_level)
+
+
+def _workers_from_env() -> int:
+    """``BILLINGDB_WORKERS``, else the CPUs this process may use."""
+    value = os.environ.get("BILLINGDB_WORKERS", "").strip()
+    if value:
+        if not value.isdigit() or not 1 <= int(value) <= 64:
+            raise ConfigurationError(f"BILLINGDB_WORKERS={value!r}: give a number of worker processes from 1 to 64")
+        return int(value)
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 def _event_sync_settings(every: str | None) -> EventSyncSettings | None:
