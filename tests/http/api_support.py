@@ -94,11 +94,12 @@ class Recorded:
         return dict(parse_qsl(self.body.decode(), keep_blank_values=True))
 
 
-Reply = tuple[int, dict[str, Any]]
+Reply = tuple[int, dict[str, Any] | bytes]
 
 
 class StandIn:
-    """An HTTP server on 127.0.0.1 that records requests and answers with ``handler(recorded)``."""
+    """An HTTP server on 127.0.0.1 that records requests and answers with ``handler(recorded)``
+    (a body as JSON, or bytes sent as they are)."""
 
     def __init__(self, handler: Callable[[Recorded], Reply]) -> None:
         self.handler = handler
@@ -112,7 +113,7 @@ class StandIn:
                                self.rfile.read(length))
                 outer.requests.append(rec)
                 status, body = outer.handler(rec)
-                data = json.dumps(body).encode()
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
