@@ -1,6 +1,7 @@
 """``billingdb state | credits | plans | cache``: subscription state, the ledger, plans, the cache.
 
-Each command is one call of a SQL function through :class:`billingdb.client.BillingClient`.
+Each command is one call of a SQL function through :class:`billingdb.client.BillingClient`
+(``plans sync`` reads Stripe's prices first, then calls set_plan for each change).
 Exit codes: 0 done, 1 refused (e.g. insufficient credits) or a billingdb error,
 2 when the database cannot be chosen or reached.
 """
@@ -11,9 +12,12 @@ import dataclasses
 from datetime import UTC
 from typing import Annotated
 
+import stripe
 import typer
 
+from billingdb import stripe_plans
 from billingdb.cli.options import AsJson, DatabaseUrl, EnvName, open_client, print_json
+from billingdb.cli.stripe import ApiBase, ApiKey, fail, stripe_config, stripe_failed
 
 __all__ = ["state_command", "credits_app", "plans_app", "cache_app", "settings_app"]
 
@@ -173,6 +177,80 @@ def plans_set(
         verb = "created" if plan.created else "updated"
         typer.echo(f"{verb} plan {plan.price_id}: {plan.name}, {plan.credits_per_period} credits per "
                    f"{plan.billing_interval or 'period'}")
+
+
+@plans_app.command("sync")
+def plans_sync(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the changes; write nothing.")] = False,
+    api_key: ApiKey = None,
+    api_base: ApiBase = None,
+    as_json: AsJson = False,
+    database_url: DatabaseUrl = None,
+    env: EnvName = None,
+) -> None:
+    """Define plans in Stripe once: active recurring prices whose price or product metadata carries
+    `credits` become plans (name from the product; amount, currency and interval from the price).
+
+    Optional metadata `reset_each_period` (true, false) and `change_credits` (difference, full, none)
+    set those policies; otherwise a plan keeps its own. A plan whose price or product Stripe no longer
+    offers becomes inactive, never deleted; plans of prices without `credits` are left as they are.
+    Every price is fetched before anything is written; the changes are one transaction, and a second
+    run changes nothing. Exit 0 done; 1 when a price was skipped for bad metadata (the rest are
+    applied); 2 for no or a refused API key, Stripe or the database unreachable, or a malformed answer.
+    """
+    config = stripe_config(api_key, api_base)
+    with open_client(database_url, env) as client:
+        try:
+            sync = stripe_plans.sync_plans(client, config.client(), dry_run=dry_run)
+        except stripe.StripeError as exc:
+            stripe_failed(exc)
+            raise  # unreachable: stripe_failed exits
+        except stripe_plans.MalformedResponse as exc:
+            fail(f"{exc}; nothing was written")
+            raise
+    if as_json:
+        print_json({
+            "dry_run": dry_run, "prices": sync.prices, "counts": sync.counts(),
+            "changes": [{"action": c.action, "price_id": c.plan.price_id, "name": c.plan.name,
+                         "credits_per_period": c.plan.credits_per_period,
+                         "fields": {k: list(v) for k, v in c.fields.items()}} for c in sync.changes],
+            "skipped": [dataclasses.asdict(s) for s in sync.skipped],
+        })
+    else:
+        _print_plan_sync(sync)
+    raise typer.Exit(1 if sync.skipped else 0)
+
+
+def _print_plan_sync(sync: stripe_plans.PlanSync) -> None:
+    rows = [(c.plan.price_id, c.plan.name, str(c.plan.credits_per_period), c.action, _described(c))
+            for c in sync.changes]
+    rows += [(s.price_id, s.name or "-", "-", "skip", s.reason) for s in sync.skipped]
+    if rows:
+        typer.echo(f"{'price':<30} {'plan':<14} {'credits':>7}  {'action':<10}  changes")
+        for price_id, name, credits, action, what in rows:
+            typer.echo(f"{price_id:<30} {name:<14} {credits:>7}  {action:<10}  {what}")
+    n = sync.counts()
+    verbs = ("to create", "to update", "to deactivate") if sync.dry_run else ("created", "updated", "deactivated")
+    summary = (f"{sync.prices} Stripe prices: {n['create']} {verbs[0]}, {n['update']} {verbs[1]}, "
+               f"{n['deactivate']} {verbs[2]}, {n['unchanged']} unchanged, {n['skipped']} skipped")
+    typer.echo(summary + ("; dry run, nothing written" if sync.dry_run else ""))
+
+
+def _described(change: stripe_plans.Change) -> str:
+    """What a change does, for the table: the new plan's terms, or each field's old -> new."""
+    p = change.plan
+    if change.action == "create":
+        amount = f"{p.amount_cents / 100:.2f} {p.currency}" if p.amount_cents is not None else p.currency
+        return f"new: {amount} per {p.billing_interval}"
+    if change.action == "deactivate":
+        return "no longer active in Stripe"
+    return ", ".join(f"{name} {_shown(old)} -> {_shown(new)}" for name, (old, new) in change.fields.items())
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "-" if value is None else str(value)
 
 
 @cache_app.command("status")
