@@ -642,17 +642,6 @@ BEGIN
     v_subscription_id := v_stripe ->> 'subscription_id';
     v_customer_id := v_stripe ->> 'customer_id';
 
-    -- Applying: the user the subscription's metadata names links its customer
-    -- first, as its webhook would (the link applies the customer's pending
-    -- events); a link that contradicts another is reported, not made.
-    IF v_apply AND v_stripe ->> 'user_id' IS NOT NULL THEN
-        BEGIN
-            PERFORM public.link_stripe_customer(v_stripe ->> 'user_id', v_customer_id);
-        EXCEPTION WHEN SQLSTATE 'BD004' THEN
-            GET STACKED DIAGNOSTICS v_sqlstate = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
-        END;
-    END IF;
-
     -- billingdb's side: the subscription's row, and the user its customer is
     -- linked to. Stripe's user: the metadata's, else that link.
     SELECT c.user_id INTO v_linked_user FROM billingdb.stripe_customers AS c WHERE c.stripe_customer_id = v_customer_id;
@@ -677,10 +666,7 @@ BEGIN
     WHERE nullif(f.ours, 'null'::jsonb) IS DISTINCT FROM nullif(f.theirs, 'null'::jsonb);
 
     -- What the drift calls for.
-    IF v_message IS NOT NULL THEN
-        v_result := 'failed';
-        v_reason := format('[%s] %s', v_sqlstate, v_message);
-    ELSIF v_fields = '{}'::jsonb THEN
+    IF v_fields = '{}'::jsonb THEN
         v_result := 'in_sync';
     ELSIF NOT v_found AND (
         v_stripe ->> 'status' = 'incomplete_expired'
@@ -704,9 +690,15 @@ BEGIN
         v_result := 'stale';
         v_reason := 'an event as new as the listing was applied: nothing written; sync again';
     ELSE
-        -- The one writer, with the listing's time as the watermark (no event id):
-        -- a later event applies over it, an older one is stale.
+        -- The user the subscription's metadata names links its customer first,
+        -- as its webhook would (the link applies the customer's pending events).
+        -- Then the one writer, with the listing's time as the watermark (no
+        -- event id): a later event applies over it, an older one is stale. A
+        -- conflict (a link or a subscription of another user) writes nothing.
         BEGIN
+            IF v_stripe ->> 'user_id' IS NOT NULL THEN
+                PERFORM public.link_stripe_customer(v_stripe ->> 'user_id', v_customer_id);
+            END IF;
             v_change := public.apply_subscription_change(
                 subscription_id => v_subscription_id,
                 user_id => v_stripe ->> 'user_id',
@@ -759,15 +751,17 @@ COMMENT ON FUNCTION public.sync_stripe_subscription(jsonb, timestamptz, boolean)
 '_stripe_subscription_state) with billingdb''s row and, when apply is true, writes Stripe''s state through '
 'apply_subscription_change with observed_at (when the listing was requested) as the event time and no event id. '
 'Returns jsonb {subscription_id, customer_id, user_id, status (Stripe''s), fields, result, applied, reason, '
-'observed_at, last_event_created (the watermark before)}; fields: {field: [billingdb''s, Stripe''s]} for each of '
+'observed_at, last_event_created (the watermark before)}; fields (the drift found, before any write): {field: '
+'[billingdb''s, Stripe''s]} for each of '
 'status, price_id, current_period_start, current_period_end, cancel_at_period_end, canceled_at, customer_id, user_id '
 'that differs (a missing row: billingdb''s are null; user_id: the row''s user, else the customer''s link, against '
 'the metadata''s user, else that link). result: in_sync (no drift, nothing written); drift (apply false); ignored '
 '(unknown to billingdb and incomplete_expired, or canceled with its period over: nothing to keep); not_linked (no '
 'user is linked to the customer and the metadata names none: nothing written); stale (apply, but the watermark, an '
 'applied event, is at or after observed_at: nothing written); failed (BD001, BD004 or BD013 from the link or the '
-'writer: reason says which, nothing written); else apply_subscription_change''s result (created, updated). With '
-'apply, a user the metadata names is first linked to the customer (link_stripe_customer, as the webhook path does); '
+'writer: reason says which, nothing written); else apply_subscription_change''s result (created, updated; stale or '
+'refused_transition: nothing written). With apply and drift, a user the metadata names is first linked to the '
+'customer (link_stripe_customer, as the webhook path does, applying its pending events); '
 'an applied change moves the watermark to observed_at (so an older event arriving later is stale, a newer one '
 'applies), is logged by the writer and as subscription_synced in activity_log {subscription_id, customer_id, '
 'result, fields, observed_at, previous_event_created, previous_event_id}. Errors: 22023 when observed_at is null or '
