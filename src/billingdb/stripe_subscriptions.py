@@ -18,17 +18,19 @@ and customer.
    that arrives later is stale. Then each unallocated paid invoice is allocated once, through the
    webhook's allocation path. One transaction per subscription and per invoice.
 
-``observed_at`` is the second before the listing was requested: Stripe's event times are whole
-seconds, and the listing holds every change of the seconds before it.
+``observed_at`` is one second before the listing was requested (to the microsecond): an event's
+``created`` is its change's time cut to the second, so an event created before ``observed_at``
+changed something before the request, which the listing holds (stale when it arrives later), and
+any other event may be newer than the listing (it applies). Two runs in one second still differ.
+This assumes the host's clock is within a second of Stripe's (NTP).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -111,8 +113,8 @@ class SubscriptionSync:
 
 
 def observed_now() -> datetime:
-    """The second before now (UTC): what a listing requested now is at least as new as."""
-    return datetime.fromtimestamp(int(time.time()) - 1, UTC)
+    """One second before now (UTC): every event created before it is in a listing requested now."""
+    return datetime.now(UTC) - timedelta(seconds=1)
 
 
 def _plain(value: Any) -> Any:

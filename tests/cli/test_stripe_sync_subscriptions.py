@@ -208,7 +208,7 @@ def test_basil_shape_over_pages_drift_repaired(conn, database_url: str, basil) -
 
         repaired = _sync(database_url, standin.url, "--apply")
         assert repaired.exit_code == 0, repaired.output
-        assert "applied: 1 subscriptions, 1 invoices; nothing left to repair" in repaired.stdout
+        assert "applied: 1 subscription, 1 invoice; nothing left to repair" in repaired.stdout
         row = conn.execute("SELECT * FROM billingdb.subscriptions WHERE subscription_id = %s",
                            (ada.subscription_id,)).fetchone()
         assert row["cancel_at_period_end"] is True and row["last_event_id"] is None
