@@ -388,8 +388,9 @@ COMMENT ON FUNCTION billingdb._apply_stripe_checkout_completed(jsonb) IS
 
 REVOKE ALL ON FUNCTION billingdb._apply_stripe_checkout_completed(jsonb) FROM public, anon, authenticated;
 
--- _apply_stripe_subscription_event: the period comes from plain expressions when the
--- subscription carries it (before basil), and from one query over the items otherwise.
+-- _apply_stripe_subscription_event: Stripe's state comes from _stripe_subscription_state (the
+-- period from plain expressions when the subscription carries it, before basil, and from one query
+-- over the items otherwise); the event's created time and id are the watermark.
 CREATE OR REPLACE FUNCTION billingdb._apply_stripe_subscription_event(event jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -397,28 +398,149 @@ SECURITY INVOKER
 AS $function$
 DECLARE
     v_event constant jsonb := _apply_stripe_subscription_event.event;
-    v_sub constant jsonb := _apply_stripe_subscription_event.event #> '{data,object}';
+    v_state jsonb;
+    v_change jsonb;
+BEGIN
+    -- Stripe's state, in either API shape (22023 for a malformed subscription).
+    v_state := billingdb._stripe_subscription_state(v_event #> '{data,object}');
+
+    -- The state machine and the watermark (event created, event id) decide.
+    v_change := public.apply_subscription_change(
+        subscription_id => v_state ->> 'subscription_id',
+        user_id => NULL,
+        customer_id => v_state ->> 'customer_id',
+        status => v_state ->> 'status',
+        price_id => v_state ->> 'price_id',
+        current_period_start => (v_state ->> 'current_period_start')::timestamptz,
+        current_period_end => (v_state ->> 'current_period_end')::timestamptz,
+        cancel_at_period_end => (v_state ->> 'cancel_at_period_end')::boolean,
+        canceled_at => (v_state ->> 'canceled_at')::timestamptz,
+        event_created => to_timestamp((v_event ->> 'created')::bigint),
+        event_id => v_event ->> 'id'
+    );
+
+    -- created, updated, unchanged: processed; stale or a refused transition: stale.
+    RETURN jsonb_build_object(
+        'status', CASE WHEN v_change ->> 'result' IN ('stale', 'refused_transition') THEN 'stale' ELSE 'processed' END,
+        'detail', jsonb_build_object('action', 'subscription', 'subscription', v_change)
+    );
+END
+$function$;
+
+COMMENT ON FUNCTION billingdb._apply_stripe_subscription_event(jsonb) IS
+'Internal. Contract: applies a customer.subscription.* event (created, updated, deleted, paused, resumed) through '
+'apply_subscription_change with the event''s created time and id as the watermark; Stripe''s state is '
+'_stripe_subscription_state''s (either API shape; the stored period and price kept when the payload has none). '
+'Returns jsonb {status, detail}: status processed (created, updated, unchanged) or stale '
+'(older than the watermark, or a same-second or refused transition); detail {action: subscription, subscription: '
+'apply_subscription_change''s result}. The customer must be linked (the dispatcher parks it as pending otherwise). '
+'Errors: 22023 for a malformed subscription (_stripe_subscription_state); those of apply_subscription_change '
+'(BD001, BD004, BD013).';
+
+REVOKE ALL ON FUNCTION billingdb._apply_stripe_subscription_event(jsonb) FROM public, anon, authenticated;
+
+-- _stripe_time: a Stripe time (unix seconds) read from a payload, checked: a malformed one is 22023
+-- naming the field, never a cast error from deep inside.
+CREATE OR REPLACE FUNCTION billingdb._stripe_time(value jsonb, what text)
+RETURNS timestamptz
+LANGUAGE plpgsql
+IMMUTABLE
+SECURITY INVOKER
+AS $function$
+BEGIN
+    -- Absent or null: no time.
+    IF _stripe_time.value IS NULL OR jsonb_typeof(_stripe_time.value) = 'null' THEN
+        RETURN NULL;
+    END IF;
+
+    -- Unix seconds: a non-negative JSON integer.
+    IF jsonb_typeof(_stripe_time.value) <> 'number' OR (_stripe_time.value #>> '{}') !~ '^[0-9]{1,12}$' THEN
+        RAISE EXCEPTION '% must be unix seconds, a non-negative integer (value=%)',
+            _stripe_time.what, left(_stripe_time.value::text, 40)
+            USING ERRCODE = '22023', HINT = 'Pass the object as Stripe''s API returns it.';
+    END IF;
+    RETURN to_timestamp((_stripe_time.value #>> '{}')::bigint);
+END
+$function$;
+
+COMMENT ON FUNCTION billingdb._stripe_time(jsonb, text) IS
+'Internal, pure. Contract: the time a Stripe field holds (unix seconds, a non-negative JSON integer) as '
+'timestamptz; null for null or an absent field. what names the field in errors. Errors: 22023 for any other value.';
+
+REVOKE ALL ON FUNCTION billingdb._stripe_time(jsonb, text) FROM public, anon, authenticated;
+
+-- _stripe_subscription_state: what billingdb keeps of a Stripe subscription object, in either API
+-- shape: the webhook path and the sync read it here, in one way.
+CREATE OR REPLACE FUNCTION billingdb._stripe_subscription_state(subscription jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+STABLE
+SECURITY INVOKER
+AS $function$
+DECLARE
+    v_sub constant jsonb := _stripe_subscription_state.subscription;
+    v_subscription_id text;
+    v_customer_id text;
+    v_status text;
     v_items jsonb;
     v_period_start timestamptz;
     v_period_end timestamptz;
     v_price_id text;
+    v_cancel_at timestamptz;
     v_cancel boolean;
-    v_change jsonb;
 BEGIN
+    -- A subscription object with its id, its customer and one of Stripe's eight statuses.
+    IF jsonb_typeof(v_sub) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION '_stripe_subscription_state: the subscription must be a JSON object (subscription=%)',
+            coalesce(left(v_sub::text, 80), 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    v_subscription_id := billingdb._stripe_id(v_sub -> 'id');
+    v_customer_id := billingdb._stripe_id(v_sub -> 'customer');
+    PERFORM billingdb._check_stripe_id('_stripe_subscription_state', 'subscription.id', v_subscription_id, 'sub_');
+    PERFORM billingdb._check_stripe_id('_stripe_subscription_state', 'subscription.customer', v_customer_id, 'cus_');
+    IF v_subscription_id IS NULL THEN
+        RAISE EXCEPTION '_stripe_subscription_state: the subscription has no id (subscription=%)', left(v_sub::text, 80)
+            USING ERRCODE = '22023', HINT = 'Pass the subscription object (sub_...) as Stripe''s API returns it.';
+    END IF;
+    IF v_customer_id IS NULL THEN
+        RAISE EXCEPTION '_stripe_subscription_state: the subscription names no customer (subscription_id=%)',
+            v_subscription_id
+            USING ERRCODE = '22023';
+    END IF;
+    v_status := CASE WHEN jsonb_typeof(v_sub -> 'status') = 'string' THEN v_sub ->> 'status' END;
+    IF v_status IS NULL OR v_status NOT IN (
+        'incomplete', 'incomplete_expired', 'trialing', 'active', 'past_due', 'unpaid', 'canceled', 'paused'
+    ) THEN
+        RAISE EXCEPTION '_stripe_subscription_state: unknown status (subscription_id=%, status=%)',
+            v_subscription_id, coalesce(left((v_sub -> 'status')::text, 40), 'NULL')
+            USING ERRCODE = '22023',
+                HINT = 'One of incomplete, incomplete_expired, trialing, active, past_due, unpaid, canceled, paused.';
+    END IF;
+    IF coalesce(jsonb_typeof(v_sub -> 'cancel_at_period_end'), 'null') NOT IN ('boolean', 'null') THEN
+        RAISE EXCEPTION '_stripe_subscription_state: cancel_at_period_end must be a boolean (subscription_id=%)',
+            v_subscription_id
+            USING ERRCODE = '22023';
+    END IF;
+
     -- The period, in either API shape: on the subscription before
     -- 2025-03-31.basil, on each item since (the items' span is the period:
     -- read them, in one query, only when the subscription does not say).
     v_items := CASE WHEN jsonb_typeof(v_sub #> '{items,data}') = 'array' THEN v_sub #> '{items,data}' END;
-    v_period_start := to_timestamp((v_sub ->> 'current_period_start')::bigint);
-    v_period_end := to_timestamp((v_sub ->> 'current_period_end')::bigint);
+    v_period_start := billingdb._stripe_time(v_sub -> 'current_period_start', 'subscription.current_period_start');
+    v_period_end := billingdb._stripe_time(v_sub -> 'current_period_end', 'subscription.current_period_end');
     IF (v_period_start IS NULL OR v_period_end IS NULL) AND v_items IS NOT NULL THEN
         SELECT
-            coalesce(v_period_start, to_timestamp(min(
-                CASE WHEN v_period_start IS NULL THEN (i.item ->> 'current_period_start')::bigint END
-            ))),
-            coalesce(v_period_end, to_timestamp(max(
-                CASE WHEN v_period_end IS NULL THEN (i.item ->> 'current_period_end')::bigint END
-            )))
+            coalesce(v_period_start, min(
+                CASE WHEN v_period_start IS NULL THEN billingdb._stripe_time(
+                    i.item -> 'current_period_start', 'subscription.items.data[].current_period_start'
+                ) END
+            )),
+            coalesce(v_period_end, max(
+                CASE WHEN v_period_end IS NULL THEN billingdb._stripe_time(
+                    i.item -> 'current_period_end', 'subscription.items.data[].current_period_end'
+                ) END
+            ))
         INTO v_period_start, v_period_end
         FROM jsonb_array_elements(v_items) AS i (item);
     END IF;
@@ -440,47 +562,411 @@ BEGIN
             coalesce(v_price_id, s.price_id)
         INTO v_period_start, v_period_end, v_price_id
         FROM billingdb.subscriptions AS s
-        WHERE s.subscription_id = billingdb._stripe_id(v_sub -> 'id');
+        WHERE s.subscription_id = v_subscription_id;
     END IF;
 
     -- Cancellation at the period end: the flag, or cancel_at set to the period end.
-    v_cancel := coalesce((v_sub ->> 'cancel_at_period_end')::boolean, false)
-        OR to_timestamp((v_sub ->> 'cancel_at')::bigint) = v_period_end;
+    v_cancel_at := billingdb._stripe_time(v_sub -> 'cancel_at', 'subscription.cancel_at');
+    v_cancel := coalesce((v_sub ->> 'cancel_at_period_end')::boolean, false) OR coalesce(v_cancel_at = v_period_end, false);
 
-    -- The state machine and the watermark (event created, event id) decide.
-    v_change := public.apply_subscription_change(
-        subscription_id => billingdb._stripe_id(v_sub -> 'id'),
-        user_id => NULL,
-        customer_id => billingdb._stripe_id(v_sub -> 'customer'),
-        status => v_sub ->> 'status',
-        price_id => v_price_id,
-        current_period_start => v_period_start,
-        current_period_end => v_period_end,
-        cancel_at_period_end => v_cancel,
-        canceled_at => to_timestamp((v_sub ->> 'canceled_at')::bigint),
-        event_created => to_timestamp((v_event ->> 'created')::bigint),
-        event_id => v_event ->> 'id'
-    );
-
-    -- created, updated, unchanged: processed; stale or a refused transition: stale.
     RETURN jsonb_build_object(
-        'status', CASE WHEN v_change ->> 'result' IN ('stale', 'refused_transition') THEN 'stale' ELSE 'processed' END,
-        'detail', jsonb_build_object('action', 'subscription', 'subscription', v_change)
+        'subscription_id', v_subscription_id,
+        'customer_id', v_customer_id,
+        'user_id', billingdb._stripe_user_id(v_sub, 'subscription'),
+        'status', v_status,
+        'price_id', v_price_id,
+        'current_period_start', v_period_start,
+        'current_period_end', v_period_end,
+        'cancel_at_period_end', v_cancel,
+        'canceled_at', billingdb._stripe_time(v_sub -> 'canceled_at', 'subscription.canceled_at')
     );
 END
 $function$;
 
-COMMENT ON FUNCTION billingdb._apply_stripe_subscription_event(jsonb) IS
-'Internal. Contract: applies a customer.subscription.* event (created, updated, deleted, paused, resumed) through '
-'apply_subscription_change with the event''s created time and id as the watermark; reads the period from the '
-'subscription (before 2025-03-31.basil) or from items.data[] (basil+), keeping the stored period and price when the '
-'payload has none (an empty item list); cancel_at_period_end is the flag or cancel_at '
-'equal to the period end. Returns jsonb {status, detail}: status processed (created, updated, unchanged) or stale '
-'(older than the watermark, or a same-second or refused transition); detail {action: subscription, subscription: '
-'apply_subscription_change''s result}. The customer must be linked (the dispatcher parks it as pending otherwise). '
-'Errors: those of apply_subscription_change (22023 malformed payload, BD001, BD004, BD013).';
+COMMENT ON FUNCTION billingdb._stripe_subscription_state(jsonb) IS
+'Internal. Contract: what billingdb keeps of a Stripe subscription object, read in either API shape: jsonb '
+'{subscription_id, customer_id, user_id, status, price_id, current_period_start, current_period_end, '
+'cancel_at_period_end, canceled_at}. The period: subscription.current_period_start/end (before 2025-03-31.basil), '
+'else the span of items.data[].current_period_start/end (basil+); price_id: the first item''s price (or plan), else '
+'subscription.plan; a payload without a period or a price keeps the stored ones (never erased by a null); '
+'cancel_at_period_end: the flag, or cancel_at equal to the period end; user_id: the user the metadata names '
+'(key: the setting user_id_metadata_key), else null. Errors: 22023 when the subscription is not an object, its id '
+'(sub_) or customer (cus_) is missing or malformed, the status is not one of Stripe''s eight, '
+'cancel_at_period_end is not a boolean, a time is not unix seconds, or the metadata user id is not usable.';
 
-REVOKE ALL ON FUNCTION billingdb._apply_stripe_subscription_event(jsonb) FROM public, anon, authenticated;
+REVOKE ALL ON FUNCTION billingdb._stripe_subscription_state(jsonb) FROM public, anon, authenticated;
+
+-- sync_stripe_subscription: a subscription as Stripe's API lists it, compared with billingdb's
+-- and, when asked, written through the one writer as a snapshot observed at observed_at.
+CREATE OR REPLACE FUNCTION public.sync_stripe_subscription(
+    subscription jsonb,
+    observed_at timestamptz,
+    apply boolean DEFAULT false
+)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $function$
+DECLARE
+    v_observed_at constant timestamptz := sync_stripe_subscription.observed_at;
+    v_apply constant boolean := sync_stripe_subscription.apply;
+    v_stripe jsonb;
+    v_subscription_id text;
+    v_customer_id text;
+    v_linked_user text;
+    v_stripe_user text;
+    v_old billingdb.subscriptions;
+    v_found boolean;
+    v_fields jsonb;
+    v_result text;
+    v_reason text;
+    v_change jsonb;
+    v_sqlstate text;
+    v_message text;
+BEGIN
+    -- Arguments: when Stripe was read (it becomes the watermark: never in the future), and apply.
+    IF v_observed_at IS NULL OR v_observed_at > now() + interval '1 minute' THEN
+        RAISE EXCEPTION 'sync_stripe_subscription: observed_at is required and may not be in the future '
+            '(observed_at=%, now=%)', coalesce(v_observed_at::text, 'NULL'), now()
+            USING ERRCODE = '22023',
+                HINT = 'Pass the time the listing was requested from Stripe (a minute of clock skew is allowed).';
+    END IF;
+    IF v_apply IS NULL THEN
+        RAISE EXCEPTION 'sync_stripe_subscription: apply must be true or false'
+            USING ERRCODE = '22023';
+    END IF;
+
+    -- Stripe's state (22023 for a malformed subscription object).
+    v_stripe := billingdb._stripe_subscription_state(sync_stripe_subscription.subscription);
+    v_subscription_id := v_stripe ->> 'subscription_id';
+    v_customer_id := v_stripe ->> 'customer_id';
+
+    -- billingdb's side: the subscription's row, and the user its customer is
+    -- linked to. Stripe's user: the metadata's, else that link.
+    SELECT c.user_id INTO v_linked_user FROM billingdb.stripe_customers AS c WHERE c.stripe_customer_id = v_customer_id;
+    SELECT s.* INTO v_old FROM billingdb.subscriptions AS s WHERE s.subscription_id = v_subscription_id;
+    v_found := FOUND;
+    v_stripe_user := coalesce(v_stripe ->> 'user_id', v_linked_user);
+
+    -- The drift: each field where the two differ, as [billingdb's, Stripe's].
+    SELECT coalesce(jsonb_object_agg(f.field, jsonb_build_array(f.ours, f.theirs)), '{}'::jsonb)
+    INTO v_fields
+    FROM (
+        VALUES
+        ('status', to_jsonb(v_old.status), v_stripe -> 'status'),
+        ('price_id', to_jsonb(v_old.price_id), v_stripe -> 'price_id'),
+        ('current_period_start', to_jsonb(v_old.current_period_start), v_stripe -> 'current_period_start'),
+        ('current_period_end', to_jsonb(v_old.current_period_end), v_stripe -> 'current_period_end'),
+        ('cancel_at_period_end', to_jsonb(v_old.cancel_at_period_end), v_stripe -> 'cancel_at_period_end'),
+        ('canceled_at', to_jsonb(v_old.canceled_at), v_stripe -> 'canceled_at'),
+        ('customer_id', to_jsonb(v_old.stripe_customer_id), v_stripe -> 'customer_id'),
+        ('user_id', to_jsonb(coalesce(v_old.user_id, v_linked_user)), to_jsonb(v_stripe_user))
+    ) AS f (field, ours, theirs)
+    WHERE nullif(f.ours, 'null'::jsonb) IS DISTINCT FROM nullif(f.theirs, 'null'::jsonb);
+
+    -- What the drift calls for.
+    IF v_fields = '{}'::jsonb THEN
+        v_result := 'in_sync';
+    ELSIF NOT v_found AND (
+        v_stripe ->> 'status' = 'incomplete_expired'
+        OR (
+            v_stripe ->> 'status' = 'canceled'
+            AND coalesce((v_stripe ->> 'current_period_end')::timestamptz <= now(), true)
+        )
+    ) THEN
+        -- Ended in Stripe and never seen here: nothing to keep (an account's
+        -- history is not imported, nor its old invoices).
+        v_result := 'ignored';
+        v_reason := 'ended in Stripe and unknown to billingdb: nothing to keep';
+    ELSIF v_stripe_user IS NULL THEN
+        v_result := 'not_linked';
+        v_reason := 'no user is linked to the customer and the subscription''s metadata names none: '
+            'link them (billingdb customers link USER CUSTOMER), then sync again';
+    ELSIF NOT v_apply THEN
+        v_result := 'drift';
+    ELSIF v_found AND v_old.last_event_created >= v_observed_at THEN
+        -- An event at or after the listing was applied: it is as new as this snapshot.
+        v_result := 'stale';
+        v_reason := 'an event as new as the listing was applied: nothing written; sync again';
+    ELSE
+        -- The user the subscription's metadata names links its customer first,
+        -- as its webhook would (the link applies the customer's pending events).
+        -- Then the one writer, with the listing's time as the watermark (no
+        -- event id): a later event applies over it, an older one is stale. A
+        -- conflict (a link or a subscription of another user) writes nothing.
+        BEGIN
+            IF v_stripe ->> 'user_id' IS NOT NULL THEN
+                PERFORM public.link_stripe_customer(v_stripe ->> 'user_id', v_customer_id);
+            END IF;
+            v_change := public.apply_subscription_change(
+                subscription_id => v_subscription_id,
+                user_id => v_stripe ->> 'user_id',
+                customer_id => v_customer_id,
+                status => v_stripe ->> 'status',
+                price_id => v_stripe ->> 'price_id',
+                current_period_start => (v_stripe ->> 'current_period_start')::timestamptz,
+                current_period_end => (v_stripe ->> 'current_period_end')::timestamptz,
+                cancel_at_period_end => (v_stripe ->> 'cancel_at_period_end')::boolean,
+                canceled_at => (v_stripe ->> 'canceled_at')::timestamptz,
+                event_created => v_observed_at,
+                event_id => NULL
+            );
+            v_result := v_change ->> 'result';
+        EXCEPTION WHEN SQLSTATE 'BD001' OR SQLSTATE 'BD004' OR SQLSTATE 'BD013' THEN
+            GET STACKED DIAGNOSTICS v_sqlstate = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
+            v_result := 'failed';
+            v_reason := format('[%s] %s', v_sqlstate, v_message);
+        END;
+        IF (v_change ->> 'applied')::boolean THEN
+            INSERT INTO billingdb.activity_log (user_id, activity_type, details)
+            VALUES (
+                v_change ->> 'user_id', 'subscription_synced',
+                jsonb_build_object(
+                    'subscription_id', v_subscription_id, 'customer_id', v_customer_id, 'result', v_result,
+                    'fields', v_fields, 'observed_at', v_observed_at,
+                    'previous_event_created', v_old.last_event_created, 'previous_event_id', v_old.last_event_id
+                )
+            );
+        END IF;
+    END IF;
+
+    RETURN jsonb_build_object(
+        'subscription_id', v_subscription_id,
+        'customer_id', v_customer_id,
+        'user_id', coalesce(v_old.user_id, v_stripe_user),
+        'status', v_stripe ->> 'status',
+        'fields', v_fields,
+        'result', v_result,
+        'applied', coalesce((v_change ->> 'applied')::boolean, false),
+        'reason', v_reason,
+        'observed_at', v_observed_at,
+        'last_event_created', v_old.last_event_created
+    );
+END
+$function$;
+
+COMMENT ON FUNCTION public.sync_stripe_subscription(jsonb, timestamptz, boolean) IS
+'Contract: compares a subscription object as Stripe''s API returns it (either API shape, read by '
+'_stripe_subscription_state) with billingdb''s row and, when apply is true, writes Stripe''s state through '
+'apply_subscription_change with observed_at (when the listing was requested) as the event time and no event id. '
+'Returns jsonb {subscription_id, customer_id, user_id, status (Stripe''s), fields, result, applied, reason, '
+'observed_at, last_event_created (the watermark before)}; fields (the drift found, before any write): {field: '
+'[billingdb''s, Stripe''s]} for each of '
+'status, price_id, current_period_start, current_period_end, cancel_at_period_end, canceled_at, customer_id, user_id '
+'that differs (a missing row: billingdb''s are null; user_id: the row''s user, else the customer''s link, against '
+'the metadata''s user, else that link). result: in_sync (no drift, nothing written); drift (apply false); ignored '
+'(unknown to billingdb and incomplete_expired, or canceled with its period over: nothing to keep); not_linked (no '
+'user is linked to the customer and the metadata names none: nothing written); stale (apply, but the watermark, an '
+'applied event, is at or after observed_at: nothing written); failed (BD001, BD004 or BD013 from the link or the '
+'writer: reason says which, nothing written); else apply_subscription_change''s result (created, updated; stale or '
+'refused_transition: nothing written). With apply and drift, a user the metadata names is first linked to the '
+'customer (link_stripe_customer, as the webhook path does, applying its pending events); '
+'an applied change moves the watermark to observed_at (so an older event arriving later is stale, a newer one '
+'applies), is logged by the writer and as subscription_synced in activity_log {subscription_id, customer_id, '
+'result, fields, observed_at, previous_event_created, previous_event_id}. Errors: 22023 when observed_at is null or '
+'more than a minute in the future, apply is null, or the subscription is malformed (see '
+'_stripe_subscription_state); nothing is written then.';
+
+REVOKE ALL ON FUNCTION public.sync_stripe_subscription(jsonb, timestamptz, boolean) FROM public, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public.sync_stripe_subscription(jsonb, timestamptz, boolean) TO service_role;
+
+-- sync_stripe_invoice: a paid subscription invoice from Stripe's API that has no allocation is found
+-- and, when asked, allocated once through the webhook's allocation path.
+CREATE OR REPLACE FUNCTION public.sync_stripe_invoice(
+    invoice jsonb,
+    observed_at timestamptz,
+    apply boolean DEFAULT false
+)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $function$
+DECLARE
+    v_invoice constant jsonb := sync_stripe_invoice.invoice;
+    v_observed_at constant timestamptz := sync_stripe_invoice.observed_at;
+    v_apply constant boolean := sync_stripe_invoice.apply;
+    v_invoice_id text;
+    v_refs jsonb;
+    v_paid_at timestamptz;
+    v_metadata_user text;
+    v_user_id text;
+    v_outcome jsonb;
+    v_allocation jsonb;
+    v_result text;
+    v_reason text;
+    v_applied boolean := false;
+    v_sqlstate text;
+    v_message text;
+BEGIN
+    -- Arguments: when Stripe was read, apply, and an invoice object with its id and status.
+    IF v_observed_at IS NULL OR v_observed_at > now() + interval '1 minute' THEN
+        RAISE EXCEPTION 'sync_stripe_invoice: observed_at is required and may not be in the future '
+            '(observed_at=%, now=%)', coalesce(v_observed_at::text, 'NULL'), now()
+            USING ERRCODE = '22023',
+                HINT = 'Pass the time the listing was requested from Stripe (a minute of clock skew is allowed).';
+    END IF;
+    IF v_apply IS NULL THEN
+        RAISE EXCEPTION 'sync_stripe_invoice: apply must be true or false'
+            USING ERRCODE = '22023';
+    END IF;
+    IF jsonb_typeof(v_invoice) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION 'sync_stripe_invoice: the invoice must be a JSON object (invoice=%)',
+            coalesce(left(v_invoice::text, 80), 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    v_invoice_id := billingdb._stripe_id(v_invoice -> 'id');
+    PERFORM billingdb._check_stripe_id('sync_stripe_invoice', 'invoice.id', v_invoice_id, 'in_');
+    IF v_invoice_id IS NULL THEN
+        RAISE EXCEPTION 'sync_stripe_invoice: the invoice has no id (invoice=%)', left(v_invoice::text, 80)
+            USING ERRCODE = '22023', HINT = 'Pass the invoice object (in_...) as Stripe''s API returns it.';
+    END IF;
+    IF jsonb_typeof(v_invoice -> 'status') IS DISTINCT FROM 'string' THEN
+        RAISE EXCEPTION 'sync_stripe_invoice: status must be a string (invoice_id=%, status=%)',
+            v_invoice_id, coalesce(left((v_invoice -> 'status')::text, 40), 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+
+    -- Its customer and subscription, in either API shape (basil+:
+    -- parent.subscription_details), its payment time and the user its
+    -- subscription's metadata names.
+    v_refs := billingdb._stripe_event_refs(jsonb_build_object('data', jsonb_build_object('object', v_invoice)));
+    PERFORM billingdb._check_stripe_id('sync_stripe_invoice', 'invoice.customer', v_refs ->> 'customer_id', 'cus_');
+    PERFORM billingdb._check_stripe_id(
+        'sync_stripe_invoice', 'invoice.subscription', v_refs ->> 'subscription_id', 'sub_'
+    );
+    v_paid_at := least(
+        coalesce(
+            billingdb._stripe_time(v_invoice #> '{status_transitions,paid_at}', 'invoice.status_transitions.paid_at'),
+            billingdb._stripe_time(v_invoice -> 'created', 'invoice.created'),
+            v_observed_at
+        ),
+        v_observed_at
+    );
+    v_metadata_user := billingdb._stripe_user_id(
+        coalesce(v_invoice #> '{parent,subscription_details}', v_invoice -> 'subscription_details'),
+        'invoice.subscription_details'
+    );
+    IF v_invoice ->> 'status' = 'paid' AND v_refs ->> 'subscription_id' IS NOT NULL AND v_refs ->> 'customer_id' IS NULL THEN
+        RAISE EXCEPTION 'sync_stripe_invoice: the invoice names no customer (invoice_id=%)', v_invoice_id
+            USING ERRCODE = '22023';
+    END IF;
+    SELECT c.user_id INTO v_user_id
+    FROM billingdb.stripe_customers AS c
+    WHERE c.stripe_customer_id = v_refs ->> 'customer_id';
+
+    -- What it is: only a paid subscription invoice grants credits, once; one a
+    -- webhook processed without an allocation (a plan change that grants
+    -- nothing) or a sync already handled is done.
+    IF v_invoice ->> 'status' <> 'paid' THEN
+        v_result := 'not_paid';
+    ELSIF v_refs ->> 'subscription_id' IS NULL THEN
+        v_result := 'not_subscription';
+    ELSIF EXISTS (
+        SELECT FROM public.credit_transactions AS t WHERE t.reference = 'invoice:' || v_invoice_id
+    ) THEN
+        v_result := 'allocated';
+    ELSIF EXISTS (
+        SELECT FROM public.stripe_events AS e
+        WHERE
+            e.object_id = v_invoice_id
+            AND e.event_type IN ('invoice.paid', 'invoice.payment_succeeded')
+            AND e.status IN ('processed', 'ignored', 'stale')
+    ) OR EXISTS (
+        SELECT FROM billingdb.activity_log AS a
+        WHERE a.user_id = v_user_id AND a.activity_type = 'invoice_synced' AND a.details ->> 'invoice_id' = v_invoice_id
+    ) THEN
+        v_result := 'handled';
+    ELSIF coalesce(v_metadata_user, v_user_id) IS NULL THEN
+        v_result := 'not_linked';
+        v_reason := 'no user is linked to the customer and the subscription''s metadata names none: '
+            'link them (billingdb customers link USER CUSTOMER), then sync again';
+    ELSIF NOT v_apply THEN
+        v_result := 'unallocated';
+    ELSE
+        -- The webhook's allocation path (the price's credits, the plan-change
+        -- policy, at most once per invoice), as if invoice.paid arrived at the
+        -- payment time; its metadata names no event (event_type billingdb.sync).
+        -- A user the metadata names links the customer first, as the webhook would.
+        BEGIN
+            IF v_metadata_user IS NOT NULL THEN
+                PERFORM public.link_stripe_customer(v_metadata_user, v_refs ->> 'customer_id');
+            END IF;
+            v_outcome := billingdb._apply_stripe_invoice_paid(
+                jsonb_build_object(
+                    'id', NULL, 'object', 'event', 'type', 'billingdb.sync',
+                    'created', floor(extract(EPOCH FROM v_paid_at))::bigint,
+                    'data', jsonb_build_object('object', v_invoice)
+                )
+            );
+            v_allocation := nullif(v_outcome #> '{detail,allocation}', 'null'::jsonb);
+            v_applied := NOT coalesce((v_allocation ->> 'duplicate')::boolean, false);
+            v_result := CASE WHEN v_allocation IS NULL THEN 'handled' ELSE 'allocated' END;
+            v_reason := v_outcome #>> '{detail,reason}';
+        EXCEPTION WHEN SQLSTATE '22023' OR SQLSTATE 'BD001' OR SQLSTATE 'BD003' OR SQLSTATE 'BD004'
+            OR SQLSTATE 'BD012' OR SQLSTATE 'BD013' THEN
+            GET STACKED DIAGNOSTICS v_sqlstate = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
+            v_result := 'failed';
+            v_reason := format('[%s] %s', v_sqlstate, v_message);
+        END;
+        IF v_applied THEN
+            SELECT c.user_id INTO v_user_id
+            FROM billingdb.stripe_customers AS c
+            WHERE c.stripe_customer_id = v_refs ->> 'customer_id';
+            INSERT INTO billingdb.activity_log (user_id, activity_type, details)
+            VALUES (
+                v_user_id, 'invoice_synced',
+                jsonb_build_object(
+                    'invoice_id', v_invoice_id, 'subscription_id', v_refs ->> 'subscription_id',
+                    'customer_id', v_refs ->> 'customer_id', 'observed_at', v_observed_at, 'paid_at', v_paid_at,
+                    'result', v_result, 'transaction_id', v_allocation -> 'transaction_id',
+                    'credits', v_allocation -> 'credits', 'detail', v_outcome -> 'detail'
+                )
+            );
+        END IF;
+    END IF;
+
+    RETURN jsonb_build_object(
+        'invoice_id', v_invoice_id,
+        'subscription_id', v_refs ->> 'subscription_id',
+        'customer_id', v_refs ->> 'customer_id',
+        'user_id', coalesce(v_user_id, v_metadata_user),
+        'status', v_invoice ->> 'status',
+        'billing_reason', v_invoice ->> 'billing_reason',
+        'amount_paid', v_invoice -> 'amount_paid',
+        'currency', v_invoice ->> 'currency',
+        'paid_at', v_paid_at,
+        'result', v_result,
+        'applied', v_applied,
+        'reason', v_reason,
+        'allocation', v_allocation
+    );
+END
+$function$;
+
+COMMENT ON FUNCTION public.sync_stripe_invoice(jsonb, timestamptz, boolean) IS
+'Contract: checks an invoice object as Stripe''s API returns it (either API shape: the subscription from '
+'parent.subscription_details since 2025-03-31.basil, invoice.subscription before) against the ledger and, when '
+'apply is true, allocates a paid subscription invoice that has none through the webhook''s allocation path '
+'(_apply_stripe_invoice_paid: the price''s credits, the plan-change policy, add_subscription_credits at most once '
+'per invoice) as if invoice.paid had arrived at its payment time (status_transitions.paid_at, else created, never '
+'after observed_at); the allocation''s metadata has stripe_event_id null and event_type billingdb.sync. Returns '
+'jsonb {invoice_id, subscription_id, customer_id, user_id, status, billing_reason, amount_paid, currency, paid_at, '
+'result, applied, reason, allocation}. result: not_paid; not_subscription; allocated (an allocation exists, or '
+'applied true: made now, allocation is add_subscription_credits''s result); handled (no allocation is due: a '
+'webhook processed the invoice without one, or a sync did, e.g. a plan change that grants nothing); unallocated '
+'(paid, no allocation, apply false); not_linked (no user is linked to the customer and the metadata names none); '
+'failed (22023, BD001, BD003, BD004, BD012 or BD013 from the allocation path: reason says which, nothing written). '
+'With apply, a user the subscription''s metadata names is first linked to the customer; an applied allocation is '
+'logged as invoice_synced in activity_log. Idempotent: a second call finds it allocated (or handled) and writes '
+'nothing. Errors: 22023 when observed_at is null or more than a minute in the future, apply is null, or the '
+'invoice is not an object, has no id (in_), no string status, a malformed customer (cus_) or subscription (sub_) '
+'id, a paid subscription invoice without a customer, a time that is not unix seconds or an unusable metadata user '
+'id; nothing is written then.';
+
+REVOKE ALL ON FUNCTION public.sync_stripe_invoice(jsonb, timestamptz, boolean) FROM public, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public.sync_stripe_invoice(jsonb, timestamptz, boolean) TO service_role;
 
 CREATE OR REPLACE FUNCTION billingdb._apply_stripe_invoice_paid(event jsonb)
 RETURNS jsonb

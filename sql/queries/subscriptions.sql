@@ -85,3 +85,11 @@ SELECT
     s.description
 FROM billingdb.billing_settings AS s
 ORDER BY s.name;
+
+-- name: sync_stripe_subscription
+-- One subscription from Stripe's API against billingdb's row: {subscription_id, fields, result, applied, ...}.
+SELECT public.sync_stripe_subscription(%(subscription)s::jsonb, %(observed_at)s::timestamptz, %(apply)s) AS result;
+
+-- name: sync_stripe_invoice
+-- One invoice from Stripe's API against the ledger, allocated once with apply: {invoice_id, result, applied, ...}.
+SELECT public.sync_stripe_invoice(%(invoice)s::jsonb, %(observed_at)s::timestamptz, %(apply)s) AS result;

@@ -662,6 +662,7 @@ INPUT_CHECKS = {
     "_check_stripe_id(text,text,text,text)",
     "_check_metadata(text,text,jsonb)",
     "_refusal_message(jsonb)",  # the message of a refused spend, from the state (pure like the checks)
+    "_stripe_time(jsonb,text)",  # a Stripe time from a payload, or 22023 naming the field
 }
 
 
@@ -685,6 +686,7 @@ INTERNAL_INVOKERS = {
     "_store_cached_balance(text,integer)",
     "_store_subscription_cache(text,jsonb)",
     "_stripe_invoice_credits(jsonb)",
+    "_stripe_subscription_state(jsonb)",
     "_try_lock_user(text)",
     "_stripe_user_id(jsonb,text)",
     "_apply_stripe_charge_event(jsonb)",

@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from helpers import balance, call, contents, customer, fund, subscribe
+from helpers import NOW, balance, call, contents, customer, fund, subscribe
 from psycopg.types.json import Jsonb
 
 LONG = "u" * 256
@@ -44,6 +44,8 @@ CASES: dict[str, tuple[str, list[Any], str]] = {
     "subscription id": ("apply_subscription_change", ["sub_", "u1", None, "active", None, None, None, False, None, None,
                                                      None], "subscription_id must be"),
     "retry event id": ("retry_stripe_event", ["evt_" + "x" * 300], "event_id is too long"),
+    "synced invoice id": ("sync_stripe_invoice", [Jsonb({"id": "in_" + "x" * 300, "object": "invoice",
+                                                         "status": "paid"}), NOW, True], "invoice.id must be"),
 }
 
 

@@ -83,6 +83,10 @@ def _calls(hold_id: int, usage_id: int) -> list[tuple[str, list[Any]]]:
                "billing_reason": "subscription_cycle", "status": "paid",
                "lines": {"data": [{"price": {"id": "price_shadow"}, "period": {"start": 1_899_000_000,
                                                                               "end": 1_901_000_000}}]}}
+    # A subscription and its paid invoice that only Stripe's API knows: the syncs create and allocate them.
+    observed = datetime.now(UTC) - timedelta(seconds=1)
+    listed = {**subscription, "id": "sub_shadow_sync", "status": "active"}
+    listed_invoice = {**invoice, "id": "in_shadow_sync", "subscription": "sub_shadow_sync"}
     return [
         ("get_user_subscription_state", ["u_shadow"]),
         ("use_credits_validated", ["u_shadow", 1, "story", Jsonb({"k": 1}), "key-shadow"]),
@@ -110,10 +114,12 @@ def _calls(hold_id: int, usage_id: int) -> list[tuple[str, list[Any]]]:
         ("process_stripe_event", [_event("evt_shadow_pending", "invoice.paid", {**invoice, "id": "in_p",
                                                                                 "customer": "cus_later"})]),
         ("retry_stripe_event", ["evt_shadow_pending"]),
-        ("process_stripe_events", [Jsonb([_event("evt_shadow_batch", "invoice.paid", {**invoice, "id": "in_b"}).obj,
-                                          "not an event"]), True]),
+        ("process_stripe_events", [Jsonb([_event("evt_shadow_batch", "customer.subscription.updated",
+                                                 {**subscription, "status": "active"}).obj]), False]),
         ("begin_stripe_event_sync", []),
-        ("finish_stripe_event_sync", [datetime.now(UTC) - timedelta(minutes=1), Jsonb({"processed": 1}), None]),
+        ("finish_stripe_event_sync", [observed, Jsonb({"fetched": 1}), None]),
+        ("sync_stripe_subscription", [Jsonb(listed), observed, True]),
+        ("sync_stripe_invoice", [Jsonb(listed_invoice), observed, True]),
         ("purge_stripe_events_batch", [None, 10]),
         ("billing_cron_jobs", []),
         ("schedule_billing_jobs", []),
@@ -162,4 +168,12 @@ def test_no_shadowed_type_runs_as_the_owner(conn, service_login_url: str) -> Non
         runs = attacker.execute("SELECT run_as, type_name FROM pg_temp.witness").fetchall()
     # The calls did run (the life cycle reached them); none ran the attacker's code as the owner.
     assert sum(1 for v in outcomes.values() if v == "ok") >= 20, outcomes
+    syncs = ("process_stripe_events", "begin_stripe_event_sync", "finish_stripe_event_sync",
+             "sync_stripe_subscription", "sync_stripe_invoice")
+    assert {name: outcomes[name] for name in syncs} == dict.fromkeys(syncs, "ok"), outcomes
+    # The syncs reached the writer and the allocation path.
+    synced = conn.execute("SELECT status FROM billingdb.subscriptions WHERE subscription_id = 'sub_shadow_sync'")
+    assert synced.fetchone() == {"status": "active"}
+    allocated = conn.execute("SELECT amount FROM public.credit_transactions WHERE reference = 'invoice:in_shadow_sync'")
+    assert allocated.fetchone() == {"amount": 10}
     assert [r for r in runs if r["run_as"] == owner] == [], runs

@@ -1,11 +1,13 @@
 """``billingdb stripe ...``: recovery from Stripe's API when webhooks were missed.
 
 - ``stripe sync-events``: Stripe's Events API through process_stripe_event, from a cursor;
-- ``stripe sync subscriptions``: Stripe's subscriptions compared with billingdb's state.
+- ``stripe sync subscriptions``: Stripe's subscriptions compared with billingdb's state, repaired with
+  ``--apply`` (core: :mod:`billingdb.stripe_subscriptions`).
 
 Every command takes ``--api-key`` (default ``$STRIPE_SECRET_KEY``; a restricted key with read access
 is enough) and ``--api-base`` (default ``$BILLINGDB_STRIPE_API_BASE``, else Stripe's API). Exit codes:
-0 done, 1 when an event failed, 2 for bad input, a missing or refused key, or Stripe unreachable.
+0 done, 1 when an event failed or drift is left, 2 for bad input, a missing or refused key, a
+malformed answer, or Stripe unreachable.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from typing import Annotated, Any
 import stripe
 import typer
 
-from billingdb import db, event_sync, stripe_api
+from billingdb import db, event_sync, stripe_api, stripe_subscriptions
 from billingdb.cli.events import parse_since
 from billingdb.cli.options import AsJson, DatabaseUrl, EnvName, choose, print_json
+from billingdb.errors import InvalidArgument
 
 __all__ = ["stripe_app", "sync_app", "ApiKey", "ApiBase", "stripe_config", "stripe_failed", "fail"]
 
@@ -197,3 +200,144 @@ def _print_sync(report: event_sync.SyncReport, dry_run: bool) -> None:
     cursor = report.cursor
     if cursor.get("cursor_event_id"):
         typer.echo(f"cursor: {cursor['cursor_event_id']} ({cursor['cursor_created']})")
+
+
+@sync_app.command("subscriptions")
+def sync_subscriptions_command(
+    customer: Annotated[str | None, typer.Option(
+        "--customer", metavar="CUS", show_default=False,
+        help="Only this Stripe customer's subscriptions (cus_...). Default: every subscription.")] = None,
+    apply: Annotated[bool, typer.Option(
+        "--apply", help="Repair: write Stripe's state through the state machine's writer (logged as a sync) and "
+                        "allocate the paid invoices found without an allocation, once.")] = False,
+    api_key: ApiKey = None,
+    api_base: ApiBase = None,
+    database_url: DatabaseUrl = None,
+    env: EnvName = None,
+    as_json: AsJson = False,
+) -> None:
+    """Compare Stripe's subscriptions (any status) with billingdb's: status, price, period, cancellation,
+    customer and user; print the drift as a table, and the latest paid invoices without an allocation.
+
+    Without --apply nothing is written. With --apply each drifted subscription is written through
+    apply_subscription_change with the listing's time as its event time (a subscription that received
+    an event as new is left alone; an older event arriving later is stale), and each paid invoice
+    found is allocated once through the webhook's allocation path. A subscription unknown to billingdb
+    that ended in Stripe is ignored. Exit 0 when nothing is left to repair, 1 when drift is left (found
+    without --apply, or not repairable: run again or see the reason), 2 for bad input, no or a refused
+    API key, a malformed answer from Stripe, Stripe or the database unreachable; nothing is written then.
+    """
+    if customer is not None and (not customer.startswith("cus_") or len(customer) <= 4
+                                 or any(c.isspace() for c in customer)):
+        fail(f"--customer must be a Stripe customer id (cus_...), not {customer!r}")
+    config = stripe_config(api_key, api_base)
+    progress = _progress("listing Stripe's subscriptions")
+    with db.connect(choose(database_url, env).url) as conn:
+        try:
+            report = stripe_subscriptions.sync_subscriptions(
+                conn, config.client(), customer=customer, apply=apply,
+                on_page=progress.count if progress else None,
+            )
+        except stripe.StripeError as exc:
+            stripe_failed(exc)
+            raise  # unreachable: stripe_failed exits
+        except stripe_subscriptions.MalformedListing as exc:
+            fail(f"{exc}; nothing was written")
+            raise  # unreachable: fail exits
+        except InvalidArgument as exc:
+            fail(f"Stripe sent a malformed object: {exc} [22023]; nothing was written")
+            raise  # unreachable: fail exits
+        finally:
+            if progress:
+                progress.close()
+    if as_json:
+        print_json(report.as_json())
+    else:
+        _print_subscription_sync(report)
+    raise typer.Exit(1 if report.remaining else 0)
+
+
+#: The order the drift's fields are shown in.
+_FIELDS = ("status", "price_id", "current_period_start", "current_period_end", "cancel_at_period_end",
+           "canceled_at", "customer_id", "user_id")
+
+
+def _shown(value: Any) -> str:
+    """A drift value for the table: times in UTC to the second, null as -."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str) and len(value) >= 19 and value[10:11] == "T":
+        try:
+            return f"{datetime.fromisoformat(value).astimezone(UTC):%Y-%m-%d %H:%M:%S}"
+        except ValueError:
+            pass
+    return str(value)
+
+
+#: Stripe's zero-decimal currencies: their amounts are not in cents.
+_ZERO_DECIMAL = frozenset({"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd",
+                           "vuv", "xaf", "xof", "xpf"})
+
+
+def _amount(amount: Any, currency: Any) -> str:
+    """An amount in the currency's smallest unit, as an operator reads it (29.99 usd, 500 jpy)."""
+    if not isinstance(amount, int) or isinstance(amount, bool):
+        return "-"
+    code = str(currency or "").lower()
+    value = str(amount) if code in _ZERO_DECIMAL else f"{amount / 100:.2f}"
+    return f"{value} {code}".strip()
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    for row in (header, *rows):
+        typer.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _print_subscription_sync(report: stripe_subscriptions.SubscriptionSync) -> None:
+    counts = report.counts()
+    whose = f" of {report.customer}" if report.customer else ""
+    ignored = f", {counts['ignored']} ended and unknown here (ignored)" if counts["ignored"] else ""
+    typer.echo(f"Stripe subscriptions{whose} at {report.observed_at:%Y-%m-%d %H:%M:%S} UTC: {counts['listed']} listed, "
+               f"{counts['in_sync']} in sync, {counts['drift']} with drift{ignored}")
+    if report.drift:
+        rows: list[tuple[str, ...]] = []
+        for sub in report.drift:
+            fields = sub["fields"]
+            names = [f for f in _FIELDS if f in fields] or ["-"]
+            for n, name in enumerate(names):
+                ours, theirs = fields.get(name, [None, None])
+                first = n == 0
+                rows.append((sub["subscription_id"] if first else "", (sub["user_id"] or "-") if first else "",
+                             name, _shown(ours), _shown(theirs), sub["result"] if first else ""))
+        _table(("subscription", "user", "field", "billingdb", "stripe", "result"), rows)
+        for sub in report.drift:
+            if sub.get("reason"):
+                typer.echo(f"  {sub['subscription_id']}: {sub['result']}: {sub['reason']}")
+    if report.invoices:
+        typer.echo(f"Paid invoices without an allocation: {len(report.invoices)}")
+        rows = []
+        for inv in report.invoices:
+            paid = _amount(inv.get("amount_paid"), inv.get("currency"))
+            allocation = inv.get("allocation") or {}
+            result = inv["result"]
+            if inv["applied"] and allocation:
+                result = f"allocated {allocation.get('credits')} credits"
+            rows.append((inv["invoice_id"], inv["subscription_id"] or "-", inv["user_id"] or "-",
+                         _shown(inv.get("paid_at")), paid, inv.get("billing_reason") or "-", result))
+        _table(("invoice", "subscription", "user", "paid at", "amount", "billing reason", "result"), rows)
+        for inv in report.invoices:
+            if inv.get("reason") and inv["result"] in ("not_linked", "failed"):
+                typer.echo(f"  {inv['invoice_id']}: {inv['result']}: {inv['reason']}")
+    left = report.remaining
+    if not report.drift and not report.invoices:
+        typer.echo("no drift: billingdb agrees with Stripe")
+    elif not report.apply:
+        typer.echo("nothing written (run with --apply to repair)")
+    else:
+        subs, invoices = counts["applied"], counts["invoices_allocated"]
+        typer.echo(f"applied: {subs} subscription{'' if subs == 1 else 's'}, {invoices} invoice"
+                   f"{'' if invoices == 1 else 's'}; "
+                   + (f"{left} left to repair (see above), run again" if left else "nothing left to repair"))
