@@ -160,6 +160,7 @@ def fetch_events(
     skipped: Counter[str] = Counter()
     params: dict[str, Any] = {"created": {"gte": int(since.timestamp())}, "limit": PAGE_SIZE}
     last_id: str | None = None
+    ids: set[str] = set()
     seen = 0
     rate_limited = 0
     while True:
@@ -167,6 +168,9 @@ def fetch_events(
             page_params = {**params, "starting_after": last_id} if last_id else params
             for event in client.v1.events.list(params=page_params).auto_paging_iter():
                 data = _event_dict(event)
+                if data["id"] in ids:  # a page served again: stop rather than page forever
+                    raise MalformedPage(f"Stripe's event list repeats {data['id'][:80]}")
+                ids.add(data["id"])
                 rate_limited = 0
                 last_id = data["id"]
                 seen += 1

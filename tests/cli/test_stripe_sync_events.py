@@ -305,6 +305,9 @@ def test_a_rate_limit_that_holds_is_one_line_and_exit_2(
     ((200, {"object": "list", "url": "/v1/events", "has_more": False,
             "data": [{"id": "evt_1", "object": "event", "type": "invoice.paid"}]}),
      "error: Stripe's event list holds something that is not an event"),
+    ((200, {"object": "list", "url": "/v1/events", "has_more": "yes",
+            "data": [{"id": "evt_same", "object": "event", "type": "invoice.paid", "created": 1}]}),
+     "error: Stripe's event list repeats evt_same"),
 ])
 def test_a_refused_key_or_a_malformed_page_is_one_line_exit_2_and_nothing_applied(
     fault: Reply, message: str, conn: psycopg.Connection[Any], database_url: str, small_pages: None
@@ -312,7 +315,7 @@ def test_a_refused_key_or_a_malformed_page_is_one_line_exit_2_and_nothing_applie
     setup_plans(conn)
     world = StripeWorld()
     with EventsApi(world.new_subscription()) as api:
-        api.faults = [None, fault]  # page 1 fine, page 2 bad: the events of page 1 are not applied either
+        api.faults = [None, fault, fault, fault]  # page 1 fine, then bad: the events of page 1 are not applied either
         result = sync(database_url, api.url)
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
