@@ -70,6 +70,8 @@ class Context:
     urls: dict[str, str]
     options: Options
     done: set[str] = field(default_factory=set)
+    #: The latest (round's) measurement of each (benchmark, clients): what a rate relative to a baseline reads.
+    measured: dict[tuple[str, int], Measurement] = field(default_factory=dict)
 
     def connect(self, database: str) -> psycopg.Connection[dict[str, Any]]:
         return psycopg.connect(self.urls[database], autocommit=True, row_factory=dict_row)
@@ -98,6 +100,7 @@ class Benchmark:
     counter: str | None = None  # bench query whose value grows by exactly one per transaction
     requires: tuple[str, ...] = ()  # public functions that must exist at head
     baseline: str | None = None  # name of the entry this one is divided by
+    baseline_clients: int | None = None  # the baseline's client count to divide by (default: the same)
     target: float | None = None  # minimum ratio to baseline
     target_source: str | None = None  # where the target comes from
     clients: tuple[int, ...] | None = None  # fixed client counts (default: --clients)
@@ -289,17 +292,21 @@ BENCHMARKS += [
     ),
     *(
         Benchmark(
-            name=f"http_intake_{rate}",
-            label=f"billingdb serve, {rate} events/s offered",
+            name=f"http_intake_x{factor:g}",
+            label=f"billingdb serve, {factor:g}x tpcb-like offered, events/s",
             database="billingdb",
             setup=setup_events,
             check=stripe_events.check_events,
             counter="events_done",
             requires=_EVENTS_REQUIRE,
-            clients=(8,),  # sender threads
-            measure=http_intake.measure_at(rate, PRICE_ID, USER_PREFIX),
+            baseline="tpcb_like",
+            baseline_clients=http_intake.BASELINE_CLIENTS,
+            target=http_intake.SATURATION_TARGET if factor == 1 else None,
+            target_source="issue 19" if factor == 1 else None,
+            clients=(http_intake.SENDERS,),
+            measure=http_intake.measure_relative(factor, PRICE_ID, USER_PREFIX),
         )
-        for rate in (50, 200)
+        for factor in http_intake.OFFERED
     ),
 ]
 

@@ -100,7 +100,7 @@ def plan(options: Options, only: list[str] | None) -> list[tuple[Benchmark, tupl
             clients.setdefault(b.name, []).extend(b.clients or options.clients)
     for b in BENCHMARKS:
         if b.name in selected and b.baseline:
-            clients[b.baseline].extend(clients[b.name])
+            clients[b.baseline].extend([b.baseline_clients] if b.baseline_clients else clients[b.name])
     return [(b, tuple(sorted(set(clients[b.name])))) for b in BENCHMARKS if b.name in selected]
 
 
@@ -222,6 +222,7 @@ def _run_once(ctx: Context, bench: Benchmark, clients: int, warmup: bool = False
             f"but {bench.counter} grew by {after - before} (refused, doubled or mis-routed calls?)"
         )
     log(f"  {result.tps:.1f} tps")
+    ctx.measured[(bench.name, clients)] = result
     return result
 
 

@@ -11,9 +11,14 @@ are :mod:`bench.stripe_events`'s renewal mix, one seeded user after the other,
 each with a new number (from ``bench.event_seq``), so every request is real
 work.
 
+The rate offered is a multiple (:data:`OFFERED`: 0.1x to 1x) of pgbench tpcb-like's tps at 4
+clients, measured just before in the same round, so that the figure is a ratio like the others.
+
 Reported: events/s answered 200 (over the schedule's length, or longer if the
-last answers come later), the mean latency, and in ``extra`` the latency's
-p50/p99 for all events and for the ``invoice.paid`` ones (credit allocation),
+last answers come later; its ratio to tpcb-like is the row's ratio), the mean
+latency, the deliveries refused at once with 503 for overload (``refused_503``,
+which Stripe would deliver again), and in ``extra`` the latency's
+p50/p95/p99 for all events and for the ``invoice.paid`` ones (credit allocation),
 judged against the seed's targets: webhook processing < 2 s, credit allocation
 < 500 ms (at p99). Latency runs from the time an event was due to its answer,
 so it includes any wait for a free sender.
@@ -51,8 +56,16 @@ from bench.server import log
 if TYPE_CHECKING:
     from bench.benchmarks import Benchmark, Context
 
-__all__ = ["measure_at", "WEBHOOK_TARGET_MS", "ALLOCATION_TARGET_MS"]
+__all__ = ["measure_relative", "OFFERED", "SENDERS", "BASELINE_CLIENTS", "SATURATION_TARGET",
+           "WEBHOOK_TARGET_MS", "ALLOCATION_TARGET_MS"]
 
+#: Offered rates, as multiples of pgbench tpcb-like's tps at BASELINE_CLIENTS measured in the same round.
+OFFERED = (0.1, 0.25, 0.5, 1.0)
+BASELINE_CLIENTS = 4
+SENDERS = 32  # sender threads: enough that a slow answer makes the next events late, not unsent
+SATURATION_TARGET = 0.5  # events/s answered 200 at 1x offered, as a ratio to tpcb-like (issue 19)
+LATENCY_TARGET_MS = 50.0  # p99 at 0.25x offered (issue 19)
+LATENCY_TARGET_AT = 0.25
 WEBHOOK_TARGET_MS = 2000.0  # the seed: webhook processing < 2 s
 ALLOCATION_TARGET_MS = 500.0  # the seed: credit allocation < 500 ms
 REQUEST_TIMEOUT = 10.0
@@ -178,15 +191,20 @@ def _measure(ctx: Context, clients: int, seconds: float, rate: float, price_id: 
     with _serve(ctx.urls["billingdb"], secret) as (port, output):
         _prime(port, clients)
         samples, start = _send_all(port, body, kinds, rate, clients, secret)
-        failed = [s for s in samples if s.error or s.http_status != 200 or s.status not in OK_STATUSES]
+        # 503: refused at once for overload (billingdb serve --max-in-flight); Stripe would deliver it again.
+        refused = [s for s in samples if s.http_status == 503 and not s.error]
+        failed = [s for s in samples
+                  if (s.error or s.http_status != 200 or s.status not in OK_STATUSES) and s not in refused]
         if failed:
             reasons = Counter(s.error or f"HTTP {s.http_status} {s.status}" for s in failed)
             summary = "; ".join(f"{n} x {r}" for r, n in reasons.most_common(5))
             raise BenchError(f"HTTP intake at {rate:g}/s: {len(failed)} of {count} events not processed: {summary}\n"
                              f"billingdb serve said:\n{tail(output)}")
-    latencies = [(s.done - s.due) * 1000 for s in samples if s.done is not None]
-    allocations = [(s.done - s.due) * 1000 for s in samples
-                   if s.done is not None and s.kind in stripe_events.ALLOCATION_KINDS]
+    accepted = [s for s in samples if s.done is not None and s.http_status == 200]
+    latencies = [(s.done - s.due) * 1000 for s in accepted]
+    allocations = [(s.done - s.due) * 1000 for s in accepted if s.kind in stripe_events.ALLOCATION_KINDS]
+    if not latencies:
+        raise BenchError(f"HTTP intake at {rate:g}/s: no event was accepted ({len(refused)} refused with 503)")
     last = max(s.done for s in samples if s.done is not None)
     elapsed = max(count / rate, last - start)
     p99 = _percentile(latencies, 99)
@@ -194,12 +212,17 @@ def _measure(ctx: Context, clients: int, seconds: float, rate: float, price_id: 
     extra: dict[str, Any] = {
         "rate": f"{rate:g}/s",
         "p50_ms": round(_percentile(latencies, 50), 1),
+        "p95_ms": round(_percentile(latencies, 95), 1),
         "p99_ms": round(p99, 1),
         "alloc_p50_ms": round(_percentile(allocations, 50), 1) if allocations else None,
         "alloc_p99_ms": round(alloc_p99, 1) if alloc_p99 is not None else None,
         "webhook_p99<2s": _verdict(p99, WEBHOOK_TARGET_MS),
         "alloc_p99<500ms": _verdict(alloc_p99, ALLOCATION_TARGET_MS) if alloc_p99 is not None else "n/a",
     }
+    if refused:
+        extra["refused_503"] = len(refused)
+        extra["refused_p99_ms"] = round(_percentile([(s.done - s.sent) * 1000 for s in refused  # type: ignore[operator]
+                                                     if s.done is not None and s.sent is not None] or [0.0], 99), 1)
     stale = sum(1 for s in samples if s.status == "stale")
     if stale:
         extra["stale"] = stale
@@ -212,10 +235,20 @@ def _measure(ctx: Context, clients: int, seconds: float, rate: float, price_id: 
                        latency_ms=round(statistics.fmean(latencies), 3), extra=extra)
 
 
-def measure_at(rate: float, price_id: str, user_prefix: str) -> Callable[[Context, Benchmark, int, float], Measurement]:
-    """A Benchmark ``measure`` sending ``rate`` events/s from ``clients`` threads for the run's seconds."""
+def measure_relative(factor: float, price_id: str, user_prefix: str) -> Callable[[Context, Benchmark, int, float],
+                                                                                  Measurement]:
+    """A Benchmark ``measure`` offering ``factor`` x the round's pgbench tpcb-like tps (at BASELINE_CLIENTS)."""
 
     def measure(ctx: Context, bench: Benchmark, clients: int, seconds: float) -> Measurement:
-        return _measure(ctx, clients, seconds, rate, price_id, user_prefix)
+        base = ctx.measured.get(("tpcb_like", BASELINE_CLIENTS))
+        if base is None or not base.tps:
+            raise BenchError(f"HTTP intake at {factor:g}x tpcb-like: tpcb-like at {BASELINE_CLIENTS} clients was not "
+                             "measured first")
+        rate = max(1.0, factor * base.tps)
+        result = _measure(ctx, clients, seconds, rate, price_id, user_prefix)
+        result.extra["offered"] = f"{factor:g}x = {rate:.0f}/s"
+        if factor == LATENCY_TARGET_AT:
+            result.extra[f"p99<{LATENCY_TARGET_MS:g}ms"] = _verdict(float(result.extra["p99_ms"]), LATENCY_TARGET_MS)
+        return result
 
     return measure

@@ -69,7 +69,7 @@ class Report:
             row.baseline = bench.baseline
             row.baseline_label = benches[bench.baseline].label
             row.target, row.target_source = bench.target, bench.target_source
-            base = measured.get((bench.baseline, row.clients))
+            base = measured.get((bench.baseline, bench.baseline_clients or row.clients))
             if base is None or row.tps is None or not base.tps:
                 continue
             row.baseline_tps = base.tps

@@ -68,7 +68,7 @@ def test_past_max_in_flight_deliveries_get_a_fast_503_and_none_is_lost(
         # A refusal is answered at once, faster than a processed delivery.
         fast = statistics.median(answers[e["id"]][2] for e in refused)
         slow = statistics.median(answers[e["id"]][2] for e in accepted)
-        assert fast < slow and fast < 0.1, (fast, slow)
+        assert fast < slow and fast < 0.5, (fast, slow)
         # Each accepted delivery was processed once (none a duplicate; stale: an older update after a newer
         # one of the same subscription); a refused one was not recorded.
         assert {answers[e["id"]][1]["status"] for e in accepted} <= {"processed", "pending", "stale"}
