@@ -596,6 +596,34 @@ COMMENT ON FUNCTION billingdb._stripe_subscription_state(jsonb) IS
 
 REVOKE ALL ON FUNCTION billingdb._stripe_subscription_state(jsonb) FROM public, anon, authenticated;
 
+-- _check_sync_arguments: what every sync_stripe_* function checks first: when Stripe was read (it
+-- becomes a watermark, so never in the future) and whether to apply.
+CREATE OR REPLACE FUNCTION billingdb._check_sync_arguments(fn text, observed_at timestamptz, apply boolean)
+RETURNS void
+LANGUAGE plpgsql
+STABLE
+SECURITY INVOKER
+AS $function$
+BEGIN
+    IF _check_sync_arguments.observed_at IS null OR _check_sync_arguments.observed_at > now() + interval '1 minute' THEN
+        RAISE EXCEPTION '%: observed_at is required and may not be in the future (observed_at=%, now=%)',
+            _check_sync_arguments.fn, coalesce(_check_sync_arguments.observed_at::text, 'NULL'), now()
+            USING ERRCODE = '22023',
+                HINT = 'Pass the time the listing was requested from Stripe (a minute of clock skew is allowed).';
+    END IF;
+    IF _check_sync_arguments.apply IS null THEN
+        RAISE EXCEPTION '%: apply must be true or false', _check_sync_arguments.fn
+            USING ERRCODE = '22023';
+    END IF;
+END
+$function$;
+
+COMMENT ON FUNCTION billingdb._check_sync_arguments(text, timestamptz, boolean) IS
+'Internal. Contract: returns when observed_at is set and at most a minute ahead of now() and apply is not null. '
+'fn names the caller in errors. Errors: 22023 otherwise.';
+
+REVOKE ALL ON FUNCTION billingdb._check_sync_arguments(text, timestamptz, boolean) FROM public, anon, authenticated;
+
 -- sync_stripe_subscription: a subscription as Stripe's API lists it, compared with billingdb's
 -- and, when asked, written through the one writer as a snapshot observed at observed_at.
 CREATE OR REPLACE FUNCTION public.sync_stripe_subscription(
@@ -626,16 +654,7 @@ DECLARE
     v_message text;
 BEGIN
     -- Arguments: when Stripe was read (it becomes the watermark: never in the future), and apply.
-    IF v_observed_at IS NULL OR v_observed_at > now() + interval '1 minute' THEN
-        RAISE EXCEPTION 'sync_stripe_subscription: observed_at is required and may not be in the future '
-            '(observed_at=%, now=%)', coalesce(v_observed_at::text, 'NULL'), now()
-            USING ERRCODE = '22023',
-                HINT = 'Pass the time the listing was requested from Stripe (a minute of clock skew is allowed).';
-    END IF;
-    IF v_apply IS NULL THEN
-        RAISE EXCEPTION 'sync_stripe_subscription: apply must be true or false'
-            USING ERRCODE = '22023';
-    END IF;
+    PERFORM billingdb._check_sync_arguments('sync_stripe_subscription', v_observed_at, v_apply);
 
     -- Stripe's state (22023 for a malformed subscription object).
     v_stripe := billingdb._stripe_subscription_state(sync_stripe_subscription.subscription);
@@ -801,16 +820,7 @@ DECLARE
     v_message text;
 BEGIN
     -- Arguments: when Stripe was read, apply, and an invoice object with its id and status.
-    IF v_observed_at IS NULL OR v_observed_at > now() + interval '1 minute' THEN
-        RAISE EXCEPTION 'sync_stripe_invoice: observed_at is required and may not be in the future '
-            '(observed_at=%, now=%)', coalesce(v_observed_at::text, 'NULL'), now()
-            USING ERRCODE = '22023',
-                HINT = 'Pass the time the listing was requested from Stripe (a minute of clock skew is allowed).';
-    END IF;
-    IF v_apply IS NULL THEN
-        RAISE EXCEPTION 'sync_stripe_invoice: apply must be true or false'
-            USING ERRCODE = '22023';
-    END IF;
+    PERFORM billingdb._check_sync_arguments('sync_stripe_invoice', v_observed_at, v_apply);
     IF jsonb_typeof(v_invoice) IS DISTINCT FROM 'object' THEN
         RAISE EXCEPTION 'sync_stripe_invoice: the invoice must be a JSON object (invoice=%)',
             coalesce(left(v_invoice::text, 80), 'NULL')

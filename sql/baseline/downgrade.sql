@@ -47,6 +47,7 @@ DROP FUNCTION IF EXISTS billingdb._apply_stripe_invoice_failed(jsonb);
 DROP FUNCTION IF EXISTS billingdb._apply_stripe_invoice_paid(jsonb);
 DROP FUNCTION IF EXISTS public.sync_stripe_invoice(jsonb, timestamp with time zone, boolean);
 DROP FUNCTION IF EXISTS public.sync_stripe_subscription(jsonb, timestamp with time zone, boolean);
+DROP FUNCTION IF EXISTS billingdb._check_sync_arguments(text, timestamp with time zone, boolean);
 DROP FUNCTION IF EXISTS billingdb._stripe_subscription_state(jsonb);
 DROP FUNCTION IF EXISTS billingdb._stripe_time(jsonb, text);
 DROP FUNCTION IF EXISTS billingdb._apply_stripe_subscription_event(jsonb);
