@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -117,11 +118,13 @@ def test_one_sync_at_a_time_and_a_session_that_ends_releases_it(connect: Any) ->
     assert done["last_counts"] == {"processed": 3} and done["last_error"] is None
     assert done["last_succeeded_at"] is not None
     assert second.execute(begin).fetchone()["r"]["started"] is True
-    second.close()  # a crash: the lock goes with the session
-    failed = first.execute("SELECT public.begin_stripe_event_sync() AS b, "
-                           "public.finish_stripe_event_sync(%s, '{}', 'Stripe refused the API key') AS r",
+    second.close()  # a crash: the lock goes with the session, once its server process has ended
+    deadline = time.monotonic() + 10
+    while not first.execute(begin).fetchone()["r"]["started"]:
+        assert time.monotonic() < deadline, "the lock outlived its session"
+        time.sleep(0.05)
+    failed = first.execute("SELECT public.finish_stripe_event_sync(%s, '{}', 'Stripe refused the API key') AS r",
                            (started,)).fetchone()
-    assert failed["b"]["started"] is True
     assert failed["r"]["last_error"] == "Stripe refused the API key"
     assert failed["r"]["last_succeeded_at"] == done["last_succeeded_at"]  # the last success is kept
     # A dry run (counts null) records nothing.
