@@ -202,7 +202,7 @@ def replay_events(
     database_url: DatabaseUrl = None,
     env: EnvName = None,
 ) -> None:
-    """Feed event files through process_stripe_event, in file order, 200 events per transaction (no
+    """Feed event files through process_stripe_event, in file order, 30 events per transaction (no
     signature check: trusted input). An event already received is a duplicate: replaying twice is safe."""
     items = list(read_event_files(files))
     counts: Counter[str] = Counter()
