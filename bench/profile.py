@@ -1,7 +1,7 @@
 """``make profile`` (``python -m bench.profile``): where the time of one Stripe event goes.
 
 Before changing anything for speed, measure where the time goes (docs/benchmarks.md, "Where the
-time goes"). One run, four short passes, on a PostgreSQL 15 cluster of its own:
+time goes"). One run, short passes one after the other, on a PostgreSQL 15 cluster of its own:
 
 1. **Cluster.** Debian's PostgreSQL 15 (``pg_createcluster 15 billingdb_prof --port 55490``, on
    127.0.0.1 with a password made for the run) with ``shared_preload_libraries = 'plprofiler,
@@ -30,14 +30,18 @@ time goes"). One run, four short passes, on a PostgreSQL 15 cluster of its own:
    signature check, psycopg, pool, starlette, uvicorn, asyncio, thread hand-offs, ...). Also: the
    CPU of the server, of PostgreSQL, of the senders and of the whole machine per request (/proc),
    and the database's execution time per request (pg_stat_statements).
-5. **State route** (``--state-seconds``, default 10; 0 skips it): the same for ``GET
+5. **Worker processes** (``--workers 1,2,1,2``, ``--workers-seconds``, default 6 each): the same
+   webhook load without a profiler against ``billingdb serve --workers N`` for each N in turn
+   (alternating, so that a change of the machine's other load shows as scatter, not as a trend):
+   events/s, latency, CPU of the server's processes and of PostgreSQL per event.
+6. **State route** (``--state-seconds``, default 10; 0 skips it): the same as 4 for ``GET
    /stripe/subscription/state`` with a JWT (4 readers, cache hits, as ``make bench``).
 
 The report (Markdown tables) is printed and written to ``bench/results/profile.md``; py-spy's raw
 samples (collapsed stacks, for a flame graph tool) to ``bench/results/profile/``. ``make profile``
 installs what this needs first: Debian's postgresql-15 and postgresql-15-plprofiler (apt-get, as
 root) and py-spy (pip, into .venv); ``make profile PROFILE_ARGS='--http-seconds 0'`` passes options.
-Runs as root (pg_createcluster, py-spy attaching to a process). About a minute and a half.
+Runs as root (pg_createcluster, py-spy attaching to a process). About a minute and a half in all.
 """
 
 from __future__ import annotations
@@ -99,7 +103,11 @@ MAX_EVENTS = 60_000  # event numbers reserved for one HTTP pass
 REQUEST_TIMEOUT = 10.0
 STATE_CLIENTS = 4  # as make bench's http_state
 WEBHOOK_PATH = "/stripe/webhook"
-PY_SPY_RATE = 200  # samples per second
+#: request(i) -> (method, path, body, headers) of a load's i-th request.
+Request = Callable[[int], tuple[str, str, bytes | None, dict[str, str]]]
+#: Samples per second of each py-spy recording: --idle unwinds every thread's stack each time (costly: about half
+#: a core at 200/s for billingdb serve's 17 threads here), --gil only the one holding the GIL.
+PY_SPY_RATES = {"--idle": 50, "--gil": 200}
 
 
 # -- small helpers -------------------------------------------------------------------
@@ -216,6 +224,7 @@ class CpuMeter:
     def _read(self) -> dict[str, tuple[float, float]]:
         own = os.times()
         values = {"postgres": _tree_cpu(self.postmaster_pid), "harness": (own.user, own.system),
+                  "children": (own.children_user, own.children_system),
                   "machine": _machine(), "wall": (time.monotonic(), 0.0)}
         if self.server_pid is not None:
             values["server"] = _tree_cpu(self.server_pid)
@@ -241,7 +250,7 @@ def _cpu_rows(meter: CpuMeter, per: int, harness: str) -> list[list[Any]]:
     cpus = os.cpu_count() or 1
     rows: list[list[Any]] = []
     names = [("server", "billingdb serve (one process)"), ("postgres", "PostgreSQL (all its processes)"),
-             ("harness", harness)]
+             ("harness", harness), ("children", "py-spy (the recordings, when they ran)")]
     for key, label in names:
         if key in meter.used:
             user, kernel = meter.used[key]
@@ -249,7 +258,7 @@ def _cpu_rows(meter: CpuMeter, per: int, harness: str) -> list[list[Any]]:
                          f"{(user + kernel) / meter.wall:.2f}"])
     busy, kernel = meter.used["machine"]
     known = sum(meter.total(k) for k, _ in names if k in meter.used)
-    rows.append(["anything else on the machine (CI, py-spy, ...)", f"{1000 * (busy - known) / per:.2f}", "",
+    rows.append(["anything else on the machine (CI, ...)", f"{1000 * (busy - known) / per:.2f}", "",
                  f"{(busy - known) / meter.wall:.2f}"])
     rows.append([f"the machine ({cpus} CPUs)", f"{1000 * busy / per:.2f}", f"{1000 * kernel / per:.2f}",
                  f"{busy / meter.wall:.2f}"])
@@ -692,12 +701,16 @@ def py_spy(pid: int, seconds: float, outputs: dict[str, Path]) -> Iterator[None]
     procs: list[tuple[subprocess.Popen[bytes], Path]] = []
     try:
         for flag, output in outputs.items():
-            command = [binary, "record", "--pid", str(pid), "--rate", str(PY_SPY_RATE), "--duration",
+            command = [binary, "record", "--pid", str(pid), "--rate", str(PY_SPY_RATES[flag]), "--duration",
                        str(max(1, round(seconds))), "--format", "raw", "--threads", "--nonblocking", flag,
                        "--output", str(output)]
             procs.append((subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                            stderr=subprocess.STDOUT), output))
         yield
+    except BaseException:
+        for proc, _ in procs:  # interrupted: no recording is read, stop them now
+            proc.kill()
+        raise
     finally:
         for proc, _ in procs:
             try:
@@ -713,27 +726,29 @@ def py_spy(pid: int, seconds: float, outputs: dict[str, Path]) -> Iterator[None]
 
 def _python_tables(wall: WallTime, gil: GilTime, requests: int, seconds: float) -> str:
     """``requests``: the requests answered during the recordings' ``seconds``. A busy machine makes py-spy sample
-    less often than asked: the rounds it took (the event loop thread's samples in the --idle recording) are the
-    clock, for both recordings."""
-    rate = wall.rounds / seconds if wall.rounds else float(PY_SPY_RATE)
+    less often than asked: the rounds the --idle recording took (its event loop thread's samples) are its clock,
+    and the --gil recording is taken to have kept the same fraction of its own rate."""
+    asked_idle, asked_gil = PY_SPY_RATES["--idle"], PY_SPY_RATES["--gil"]
+    rate = wall.rounds / seconds if wall.rounds else float(asked_idle)
+    gil_rate = asked_gil * rate / asked_idle
 
-    def ms(samples: int) -> str:
-        return f"{1000 * samples / rate / max(requests, 1):.3f}"
+    def ms(samples: int, per_second: float = rate) -> str:
+        return f"{1000 * samples / per_second / max(requests, 1):.3f}"
 
-    out = [f"py-spy asked for {PY_SPY_RATE} samples/s for {seconds:g} s and took {rate:.0f}/s (the machine is "
-           f"busy); about {requests} requests in that time.\n",
+    out = [f"py-spy `--idle` asked for {asked_idle} samples/s for {seconds:g} s and took {rate:.0f}/s, `--gil` "
+           f"asked for {asked_gil}/s; about {requests} requests in that time.\n",
            "Where the server's threads are (`--idle`: every thread's every sample; thread-milliseconds per "
            "request, so the worker rows add up to the time a request holds a worker thread):\n"]
     out.append(_table(["state", "share of thread samples", "thread-ms per request"],
                       [[s, _pct(n, wall.samples), ms(n)] for s, n in wall.states.most_common()]))
-    held = gil.samples / (rate * seconds)
-    out.append(f"\nWho holds the GIL (`--gil`): held in {_pct(gil.samples, rate * seconds)} of the sampling "
+    held = gil.samples / (gil_rate * seconds)
+    out.append(f"\nWho holds the GIL (`--gil`): held in {_pct(gil.samples, gil_rate * seconds)} of the sampling "
                f"rounds ({held:.2f} of one core at most: one process runs Python on one core at a time), "
-               f"{ms(gil.samples)} ms per request; "
+               f"{ms(gil.samples, gil_rate)} ms per request; "
                + ", ".join(f"{k} {_pct(v, gil.samples)}" for k, v in gil.by_thread.most_common())
                + ". By the innermost frame's module:\n")
     out.append(_table(["group", "share of GIL samples", "ms per request"],
-                      [[g, _pct(n, gil.samples), ms(n)] for g, n in gil.groups.most_common()]))
+                      [[g, _pct(n, gil.samples), ms(n, gil_rate)] for g, n in gil.groups.most_common()]))
     out.append("\nFunctions holding the GIL, by self time:\n")
     out.append(_table(["function (module)", "self share"],
                       [[k, _pct(n, gil.samples)] for k, n in gil.self_by.most_common(TOP)]))
@@ -755,8 +770,8 @@ class Load:
     elapsed: float = 0.0
 
 
-def _closed_loop(port: int, clients: int, seconds: float, request: Callable[[int], tuple[str, str, bytes | None,
-                 dict[str, str]]], limit: int, ok: Callable[[int, bytes], bool]) -> Load:
+def _closed_loop(port: int, clients: int, seconds: float, request: Request, limit: int,
+                 ok: Callable[[int, bytes], bool]) -> Load:
     """``clients`` threads, one keep-alive connection each, sending request(i) for i = 0, 1, ... in a closed loop
     until ``seconds`` have passed or ``limit`` requests were sent."""
     load = Load()
@@ -807,8 +822,8 @@ def _closed_loop(port: int, clients: int, seconds: float, request: Callable[[int
 
 
 @contextmanager
-def _served(env: dict[str, str], unset: tuple[str, ...] = ()) -> Iterator[tuple[int, int, IO[bytes]]]:
-    """``billingdb serve --workers 1`` (bench.service, with the child's pid): (port, pid, its output)."""
+def _served(env: dict[str, str], unset: tuple[str, ...] = (), workers: int = 1) -> Iterator[tuple[int, int, IO[bytes]]]:
+    """``billingdb serve --workers N`` (bench.service, with the child's pid): (port, pid, its output)."""
     from billingdb.testing.child import ServeDidNotStart
     from billingdb.testing.child import serve as serve_child
 
@@ -816,7 +831,7 @@ def _served(env: dict[str, str], unset: tuple[str, ...] = ()) -> Iterator[tuple[
 
     with tempfile.TemporaryFile() as output:
         try:
-            with serve_child(env, args=("--workers", "1"), unset=unset, output=output) as served:
+            with serve_child(env, args=("--workers", str(workers)), unset=unset, output=output) as served:
                 yield served.port, served.pid, output
         except ServeDidNotStart as exc:
             raise BenchError(f"{exc}:\n{tail(output)}") from exc
@@ -837,7 +852,7 @@ def _prime(port: int, clients: int) -> None:
 
 
 def _record(ctx: Context, cl: Cluster, pid: int, port: int, seconds: float, raw: dict[str, Path], clients: int,
-            request: Callable[[int], tuple[str, str, bytes | None, dict[str, str]]], limit: int,
+            request: Request, limit: int,
             ok: Callable[[int, bytes], bool], output: IO[bytes]) -> tuple[Load, CpuMeter, dict[str, Any]]:
     """Load for ``seconds`` + 1 while py-spy records the server for ``seconds`` (from 0.5 s in); the CPU meter and
     pg_stat_statements cover the load's whole window."""
@@ -890,14 +905,16 @@ def _http_summary(title: str, load: Load, meter: CpuMeter, database: dict[str, A
     return out
 
 
-def profile_intake(ctx: Context, cl: Cluster, seconds: float, senders: int, raw_dir: Path) -> str:
-    price, prefix = benchmarks.PRICE_ID, benchmarks.USER_PREFIX
-    templates = stripe_events.templates(price, prefix)
+def _webhooks(ctx: Context) -> tuple[str, Request, Callable[[int, bytes], bool]]:
+    """(a webhook secret, request(i): signed renewal event i, ok(status, answer)): new event numbers, users and
+    kinds in turn, as make bench's HTTP intake sends them."""
+    from billingdb.testing.stripe import sign
+
+    templates = stripe_events.templates(benchmarks.PRICE_ID, benchmarks.USER_PREFIX)
     users, kinds = ctx.options.users, len(stripe_events.KINDS)
     with ctx.connect("billingdb") as conn:
         first = int(sqlfiles.run(conn, "reserve_events", {"count": MAX_EVENTS})[0]["first"])
     secret = f"whsec_profile_{secrets.token_hex(16)}"
-    from billingdb.testing.stripe import sign
 
     def request(i: int) -> tuple[str, str, bytes | None, dict[str, str]]:
         kind = 1 + (i + i // users) % kinds
@@ -913,6 +930,11 @@ def profile_intake(ctx: Context, cl: Cluster, seconds: float, senders: int, raw_
         except ValueError:
             return False
 
+    return secret, request, ok
+
+
+def profile_intake(ctx: Context, cl: Cluster, seconds: float, senders: int, raw_dir: Path) -> str:
+    secret, request, ok = _webhooks(ctx)
     raw = {"--idle": raw_dir / "webhook.idle.txt", "--gil": raw_dir / "webhook.gil.txt"}
     log(f"billingdb serve --workers 1 under {senders} webhook senders for {seconds:g} s, py-spy recording")
     with _served({"DATABASE_URL": ctx.urls["billingdb"], "STRIPE_WEBHOOK_SECRET": secret}) as (port, pid, output):
@@ -924,6 +946,38 @@ def profile_intake(ctx: Context, cl: Cluster, seconds: float, senders: int, raw_
     out.append("")
     out.append(_python_tables(read_wall(raw["--idle"]), read_gil(raw["--gil"]),
                               round(load.ok * seconds / load.elapsed), seconds))
+    return "\n".join(out)
+
+
+def profile_workers(ctx: Context, cl: Cluster, seconds: float, senders: int, counts: tuple[int, ...]) -> str:
+    """The same webhook load without a profiler, billingdb serve --workers N for each N in turn."""
+    from bench.service import tail
+
+    rows: list[list[Any]] = []
+    for workers in counts:
+        secret, request, ok = _webhooks(ctx)
+        log(f"billingdb serve --workers {workers} under {senders} webhook senders for {seconds:g} s, no profiler")
+        env = {"DATABASE_URL": ctx.urls["billingdb"], "STRIPE_WEBHOOK_SECRET": secret}
+        with _served(env, workers=workers) as (port, pid, output):
+            _prime(port, senders * 2)
+            meter = CpuMeter(pid, cl.postmaster_pid)
+            meter.start()
+            load = _closed_loop(port, senders, seconds, request, MAX_EVENTS, ok)
+            meter.stop()
+            if load.errors or not load.ok:
+                summary = "; ".join(f"{n} x {e}" for e, n in load.errors.most_common(5))
+                raise BenchError(f"--workers {workers}: {sum(load.errors.values())} requests failed: {summary}\n"
+                                 f"{tail(output)}")
+        log(f"  {load.ok} events, {load.ok / load.elapsed:.0f}/s")
+        rows.append([workers, f"{load.ok / load.elapsed:.0f}", f"{_percentile(load.latencies, 50):.1f}",
+                     f"{_percentile(load.latencies, 99):.1f}", f"{1000 * meter.total('server') / load.ok:.2f}",
+                     f"{meter.total('server') / meter.wall:.2f}", f"{1000 * meter.total('postgres') / load.ok:.2f}",
+                     f"{meter.total('machine') / meter.wall:.2f}"])
+    out = ["### POST /stripe/webhook: one worker process or several (no profiler)\n",
+           f"{senders} senders in a closed loop for {seconds:g} s against billingdb serve --workers N, one N after "
+           "the other (each worker has its own pool of 10 connections).\n"]
+    out.append(_table(["workers", "events/s", "p50 ms", "p99 ms", "server CPU ms per event", "server cores",
+                       "PostgreSQL CPU ms per event", f"machine cores busy (of {os.cpu_count()})"], rows))
     return "\n".join(out)
 
 
@@ -986,13 +1040,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="webhook load under py-spy, seconds (default 12; 0: skip)")
     p.add_argument("--senders", type=int, default=16,
                    help="webhook senders, closed loop (default 16; at most the service's in-flight limit, 20)")
+    p.add_argument("--workers", default="1,2,1,2",
+                   help="webhook load without a profiler for billingdb serve --workers N, each N of this "
+                   "comma-separated list in turn, --workers-seconds each (default 1,2,1,2; empty: skip)")
+    p.add_argument("--workers-seconds", type=float, default=6.0, help="seconds of each --workers run (default 6)")
     p.add_argument("--state-seconds", type=float, default=10.0,
                    help="state route load under py-spy, seconds (default 10; 0: skip)")
     p.add_argument("--output", type=Path, default=RESULTS_DIR / "profile.md", help="the report (Markdown)")
     a = p.parse_args(argv)
     if a.users < 1 or a.calls < 1 or a.seconds < 1 or a.senders < 1:
         p.error("--users, --calls, --seconds and --senders must be at least 1")
-    if max(a.seconds, a.http_seconds, a.state_seconds) > 60:
+    try:
+        a.workers = tuple(int(w) for w in a.workers.split(",") if w.strip())
+    except ValueError:
+        p.error(f"--workers: not a comma-separated list of integers: {a.workers!r}")
+    if any(not 1 <= w <= 8 for w in a.workers):
+        p.error("--workers: counts from 1 to 8")
+    if max(a.seconds, a.http_seconds, a.state_seconds, a.workers_seconds) > 60:
         p.error("keep each load short: at most 60 s")
     return a
 
@@ -1030,6 +1094,8 @@ def main(argv: list[str] | None = None) -> int:
             sections.append(profile_plpgsql(ctx, args.calls))
             if args.http_seconds > 0:
                 sections.append(profile_intake(ctx, cl, args.http_seconds, args.senders, raw_dir))
+            if args.workers and args.workers_seconds > 0:
+                sections.append(profile_workers(ctx, cl, args.workers_seconds, args.senders, args.workers))
             if args.state_seconds > 0:
                 sections.append(profile_state(ctx, cl, args.state_seconds, raw_dir))
     except (BenchError, BillingError, psycopg.Error) as exc:
