@@ -38,7 +38,8 @@ time goes"). One run, short passes one after the other, on a PostgreSQL 15 clust
    /stripe/subscription/state`` with a JWT (4 readers, cache hits, as ``make bench``).
 
 The report (Markdown tables) is printed and written to ``bench/results/profile.md``; py-spy's raw
-samples (collapsed stacks, for a flame graph tool) to ``bench/results/profile/``. ``make profile``
+samples (collapsed stacks, for a flame graph tool) and every statement of the PostgreSQL passes
+(``pg_stat_statements.tsv``, ``plprofiler_statements.tsv``) to ``bench/results/profile/``. ``make profile``
 installs what this needs first: Debian's postgresql-15 and postgresql-15-plprofiler (apt-get, as
 root) and py-spy (pip, into .venv); ``make profile PROFILE_ARGS='--http-seconds 0'`` passes options.
 Runs as root (pg_createcluster, py-spy attaching to a process). About a minute and a half in all.
@@ -388,7 +389,15 @@ def _label_statement(query: str) -> str:
     return _short(query, 100)
 
 
-def profile_statements(ctx: Context, cl: Cluster, seconds: float, clients: int) -> str:
+def _write_tsv(path: Path, headers: list[str], rows: list[list[Any]]) -> None:
+    """Every row of a table, tab-separated, for reading beyond the report's top rows."""
+    def cell(v: Any) -> str:
+        return " ".join(str(v).split())
+
+    path.write_text("\n".join("\t".join(cell(v) for v in row) for row in [headers, *rows]) + "\n")
+
+
+def profile_statements(ctx: Context, cl: Cluster, seconds: float, clients: int, raw_dir: Path) -> str:
     with ctx.connect("billingdb") as conn:
         sqlfiles.run(conn, "vacuum")
         sqlfiles.run(conn, "checkpoint")
@@ -402,12 +411,17 @@ def profile_statements(ctx: Context, cl: Cluster, seconds: float, clients: int) 
     meter.stop()
     log(f"  {result.transactions} events, {result.tps:.0f}/s")
     with ctx.connect("billingdb") as conn:
-        rows = sqlfiles.run(conn, "profile_top_statements", {"top": TOP})
+        every = sqlfiles.run(conn, "profile_top_statements", {"top": 1000})
         total = sqlfiles.run(conn, "profile_toplevel_total")[0]
         functions = sqlfiles.run(conn, "profile_function_stats", {"top": TOP})
         wal = sqlfiles.run(conn, "profile_wal")[0]
     whole = float(total["total_ms"])
     events = result.transactions
+    _write_tsv(raw_dir / "pg_stat_statements.tsv",
+               ["level", "calls_per_event", "total_ms", "share", "mean_ms", "rows", "blocks", "wal_bytes", "query"],
+               [["top" if r["toplevel"] else "nested", f"{r['calls'] / max(events, 1):.2f}", f"{r['total_ms']:.1f}",
+                 _pct(r["total_ms"], whole), f"{r['mean_ms']:.4f}", r["rows"], r["blocks"], r["wal_bytes"], r["query"]]
+                for r in every])
     out = [f"### process_stripe_event under pgbench: pg_stat_statements (track = all)\n",
            f"pgbench -M prepared, {clients} clients, {seconds:g} s: {events} events, {result.tps:.0f} events/s, "
            f"mean latency {result.latency_ms} ms. Top-level statements executed for {whole / 1000:.2f} s "
@@ -417,7 +431,7 @@ def profile_statements(ctx: Context, cl: Cluster, seconds: float, clients: int) 
         ["level", "calls", "per event", "total ms", "share", "mean ms", "statement"],
         [["top" if r["toplevel"] else "nested", r["calls"], f"{r['calls'] / max(events, 1):.2f}",
           f"{r['total_ms']:.0f}", _pct(r["total_ms"], whole), f"{r['mean_ms']:.3f}", _label_statement(r["query"])]
-         for r in rows]))
+         for r in every[:TOP]]))
     out.append("\nPL/pgSQL functions by self time (pg_stat_user_functions; self leaves out the PL/pgSQL "
                "functions a function calls, and includes the SQL it runs):\n")
     out.append(_table(
@@ -480,7 +494,8 @@ def _statements(lines: list[dict[str, Any]], functions: set[str]) -> list[_Line]
     return found
 
 
-def profile_plpgsql(ctx: Context, calls: int, top_function: str = "public.process_stripe_event") -> str:
+def profile_plpgsql(ctx: Context, calls: int, raw_dir: Path, top_function: str = "public.process_stripe_event"
+                    ) -> str:
     users = ctx.options.users
     kinds = len(stripe_events.KINDS)
     log(f"plprofiler: {calls} process_stripe_event calls in one session")
@@ -545,6 +560,10 @@ def profile_plpgsql(ctx: Context, calls: int, top_function: str = "public.proces
                        for g in tree[:TOP]]))
     under = {name for g in tree for name in g["stack"]}
     mine = [s for s in statements if s.function in under]
+    _write_tsv(raw_dir / "plprofiler_statements.tsv",
+               ["function", "line", "runs_per_event", "own_us_per_event", "total_us_per_event", "block", "statement"],
+               [[s.function, s.line, f"{s.count / calls:.2f}", f"{s.us_own / calls:.1f}", f"{s.us / calls:.1f}",
+                 s.block, s.text] for s in sorted(mine, key=lambda s: (s.function, s.line))])
     leaves = sorted((s for s in mine if not s.block), key=lambda s: -s.us_own)
     out.append("\nStatements by own time (a block statement left out; the PL/pgSQL functions a statement names "
                "subtracted; a write's triggers and CHECK functions stay in it):\n")
@@ -1090,8 +1109,8 @@ def main(argv: list[str] | None = None) -> int:
             prepare(ctx)
             with ctx.connect("billingdb") as conn:
                 settings = sqlfiles.run(conn, "profile_settings")[0]
-            sections.append(profile_statements(ctx, cl, args.seconds, clients=4))
-            sections.append(profile_plpgsql(ctx, args.calls))
+            sections.append(profile_statements(ctx, cl, args.seconds, 4, raw_dir))
+            sections.append(profile_plpgsql(ctx, args.calls, raw_dir))
             if args.http_seconds > 0:
                 sections.append(profile_intake(ctx, cl, args.http_seconds, args.senders, raw_dir))
             if args.workers and args.workers_seconds > 0:
