@@ -286,6 +286,11 @@ def _clusters() -> dict[str, str]:
     return found
 
 
+def _conf_file(name: str) -> Path:
+    """The configuration this tool writes into a cluster it made (and looks for before dropping one)."""
+    return Path(f"/etc/postgresql/{PG_VERSION}/{name}/conf.d/billingdb_profile.conf")
+
+
 def _port_in_use(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(1)
@@ -310,6 +315,10 @@ def cluster(name: str, port: int) -> Iterator[Cluster]:
         raise BenchError(f"cluster {name!r} is not this tool's: choose another --cluster")
     _check_tools()
     if name in _clusters():
+        # Only a cluster this tool made (its configuration file says so) is dropped; any other is left alone.
+        if not _conf_file(name).exists():
+            raise BenchError(f"cluster {PG_VERSION}/{name} exists and was not made by make profile: choose another "
+                             "--cluster")
         log(f"dropping cluster {PG_VERSION}/{name}, left by an earlier run")
         _command(["pg_dropcluster", "--stop", PG_VERSION, name], f"pg_dropcluster {name}")
     if _port_in_use(port):
@@ -323,16 +332,15 @@ def cluster(name: str, port: int) -> Iterator[Cluster]:
         shutil.chown(pwfile, "postgres")
         try:
             log(f"pg_createcluster {PG_VERSION} {name} --port {port}")
-            created = True  # from here on, dropped at the end (also when pg_createcluster fails half-way)
             _command(["pg_createcluster", PG_VERSION, name, "--port", str(port), "--",
                       f"--pwfile={pwfile}", "--auth-host=scram-sha-256", "--auth-local=peer"],
                      "pg_createcluster", timeout=300)
+            created = True  # from here on, dropped at the end
             data = _clusters().get(name)
             if data is None:
                 raise BenchError(f"pg_createcluster did not create {PG_VERSION}/{name}")
-            conf_dir = Path(f"/etc/postgresql/{PG_VERSION}/{name}/conf.d")
-            conf_dir.mkdir(parents=True, exist_ok=True)
-            (conf_dir / "billingdb_profile.conf").write_text(CLUSTER_CONF)
+            _conf_file(name).parent.mkdir(parents=True, exist_ok=True)
+            _conf_file(name).write_text(CLUSTER_CONF)  # also the mark of a cluster this tool made
             _command(["pg_ctlcluster", PG_VERSION, name, "start"], f"starting {PG_VERSION}/{name}", timeout=120)
             pid = int(Path(data, "postmaster.pid").read_text().split()[0])
             os.environ["PGPASSWORD"] = password  # libpq reads it: psycopg, pgbench and billingdb serve
@@ -385,10 +393,6 @@ def _wal(wal: dict[str, Any], per: int, what: str) -> str:
     return text + "."
 
 
-def _label_statement(query: str) -> str:
-    return _short(query, 100)
-
-
 def _write_tsv(path: Path, headers: list[str], rows: list[list[Any]]) -> None:
     """Every row of a table, tab-separated, for reading beyond the report's top rows."""
     def cell(v: Any) -> str:
@@ -430,7 +434,7 @@ def profile_statements(ctx: Context, cl: Cluster, seconds: float, clients: int, 
     out.append(_table(
         ["level", "calls", "per event", "total ms", "share", "mean ms", "statement"],
         [["top" if r["toplevel"] else "nested", r["calls"], f"{r['calls'] / max(events, 1):.2f}",
-          f"{r['total_ms']:.0f}", _pct(r["total_ms"], whole), f"{r['mean_ms']:.3f}", _label_statement(r["query"])]
+          f"{r['total_ms']:.0f}", _pct(r["total_ms"], whole), f"{r['mean_ms']:.3f}", _short(r["query"], 100)]
          for r in every[:TOP]]))
     out.append("\nPL/pgSQL functions by self time (pg_stat_user_functions; self leaves out the PL/pgSQL "
                "functions a function calls, and includes the SQL it runs):\n")

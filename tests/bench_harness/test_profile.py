@@ -113,6 +113,18 @@ def test_foreign_clusters_are_refused_before_anything() -> None:
                 pass
 
 
+def test_a_cluster_it_did_not_make_is_never_dropped(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    dropped: list[list[str]] = []
+    monkeypatch.setattr(profile, "_check_tools", lambda: None)
+    monkeypatch.setattr(profile, "_clusters", lambda: {"someone_elses": "/var/lib/postgresql/15/someone_elses"})
+    monkeypatch.setattr(profile, "_conf_file", lambda name: tmp_path / "absent.conf")
+    monkeypatch.setattr(profile, "_command", lambda args, *a, **k: dropped.append(args) or "")
+    with pytest.raises(BenchError, match="not made by make profile"):
+        with profile.cluster("someone_elses", 55490):
+            pass
+    assert dropped == []
+
+
 def test_queries_exist() -> None:
     names = {"profile_create_pg_stat_statements", "profile_create_plprofiler", "profile_settings",
              "profile_reset_statements", "profile_top_statements", "profile_toplevel_total",
