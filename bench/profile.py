@@ -291,6 +291,17 @@ def _conf_file(name: str) -> Path:
     return Path(f"/etc/postgresql/{PG_VERSION}/{name}/conf.d/billingdb_profile.conf")
 
 
+def _remove_conf(name: str) -> None:
+    """After pg_dropcluster, which leaves the files it did not write: this tool's file, then the emptied folders."""
+    path = _conf_file(name)
+    path.unlink(missing_ok=True)
+    for folder in (path.parent, path.parent.parent):
+        try:
+            folder.rmdir()
+        except OSError:
+            break  # not empty (someone else's files) or gone
+
+
 def _port_in_use(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(1)
@@ -321,6 +332,7 @@ def cluster(name: str, port: int) -> Iterator[Cluster]:
                              "--cluster")
         log(f"dropping cluster {PG_VERSION}/{name}, left by an earlier run")
         _command(["pg_dropcluster", "--stop", PG_VERSION, name], f"pg_dropcluster {name}")
+        _remove_conf(name)
     if _port_in_use(port):
         raise BenchError(f"port {port} is in use: choose another --port")
     password = secrets.token_urlsafe(24)
@@ -351,6 +363,7 @@ def cluster(name: str, port: int) -> Iterator[Cluster]:
                 log(f"pg_dropcluster --stop {PG_VERSION} {name}")
                 try:
                     _command(["pg_dropcluster", "--stop", PG_VERSION, name], f"pg_dropcluster {name}", timeout=120)
+                    _remove_conf(name)
                 except BenchError as exc:
                     log(f"warning: {exc}")
 
