@@ -34,7 +34,9 @@ def _reject_constant(name: str) -> Any:
 def parse_json(body: bytes | str) -> Any:
     """The parsed body; :class:`BodyRefused` (``malformed_json``, ``nul_character`` or ``too_deep``)."""
     raw = body.encode("utf-8") if isinstance(body, str) else body
-    if b"\x00" in raw or _NUL_ESCAPE.search(raw):
+    # The regular expression only where the plain escape occurs at all: a substring search is a
+    # fraction of its cost (the webhook's profile: the search was most of the JSON time).
+    if b"\x00" in raw or (b"\\u0000" in raw and _NUL_ESCAPE.search(raw)):
         raise BodyRefused("nul_character", "the body contains a NUL character (\\u0000), which PostgreSQL cannot store")
     try:
         return json.loads(raw, parse_constant=_reject_constant)

@@ -19,6 +19,7 @@ share the same process, pool and settings.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -125,14 +126,37 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok", "database": version.split(" on ")[0]})
 
 
+#: A pooled connection idle for longer than this is checked (one round trip) before it is handed out;
+#: one returned more recently is not: under load that check was one extra round trip per request. A
+#: connection that broke meanwhile (the server restarted) fails its one request (503, Stripe retries)
+#: and the pool discards it.
+CHECK_IDLE_SECONDS = 5.0
+
+
+class _RecentUse:
+    """When each pooled connection was last returned (the pool's reset callback), for the check."""
+
+    def __init__(self) -> None:
+        self.returned: dict[int, float] = {}
+
+    def reset(self, conn: Any) -> None:
+        self.returned[id(conn)] = time.monotonic()
+
+    def check(self, conn: Any) -> None:
+        if time.monotonic() - self.returned.pop(id(conn), float("-inf")) > CHECK_IDLE_SECONDS:
+            ConnectionPool.check_connection(conn)
+
+
 def create_app(settings: ServiceSettings, routes: Sequence[BaseRoute] = ()) -> Starlette:
     """The ASGI app; the connection pool opens at startup and closes at shutdown."""
+    recent = _RecentUse()
     pool = ConnectionPool(
         settings.database_url,
         min_size=settings.pool_min,
         max_size=settings.pool_max,
         kwargs={"autocommit": True, "row_factory": dict_row},
-        check=ConnectionPool.check_connection,
+        check=recent.check,
+        reset=recent.reset,
         timeout=settings.pool_timeout,
         open=False,
         name="billingdb",
