@@ -1375,7 +1375,7 @@ BEGIN
             'customer.subscription.paused', 'customer.subscription.resumed',
             'invoice.paid', 'invoice.payment_succeeded', 'invoice.payment_failed'
         ) THEN
-            v_customer_id := billingdb._stripe_event_refs(v_event) ->> 'customer_id';
+            -- v_customer_id was read above (these types are among those).
             IF v_customer_id IS NULL THEN
                 RAISE EXCEPTION '_dispatch_stripe_event: the event names no customer (event_id=%, type=%)',
                     v_event ->> 'id', v_type
