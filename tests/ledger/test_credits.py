@@ -687,6 +687,7 @@ INTERNAL_INVOKERS = {
     "_store_subscription_cache(text,jsonb)",
     "_stripe_invoice_credits(jsonb)",
     "_stripe_subscription_state(jsonb)",
+    "_check_sync_arguments(text,timestamp with time zone,boolean)",  # the sync_stripe_* arguments (now())
     "_try_lock_user(text)",
     "_stripe_user_id(jsonb,text)",
     "_apply_stripe_charge_event(jsonb)",
