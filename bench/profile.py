@@ -439,7 +439,7 @@ def profile_statements(ctx: Context, cl: Cluster, seconds: float, clients: int, 
                [["top" if r["toplevel"] else "nested", f"{r['calls'] / max(events, 1):.2f}", f"{r['total_ms']:.1f}",
                  _pct(r["total_ms"], whole), f"{r['mean_ms']:.4f}", r["rows"], r["blocks"], r["wal_bytes"], r["query"]]
                 for r in every])
-    out = [f"### process_stripe_event under pgbench: pg_stat_statements (track = all)\n",
+    out = ["### process_stripe_event under pgbench: pg_stat_statements (track = all)\n",
            f"pgbench -M prepared, {clients} clients, {seconds:g} s: {events} events, {result.tps:.0f} events/s, "
            f"mean latency {result.latency_ms} ms. Top-level statements executed for {whole / 1000:.2f} s "
            f"({whole / max(events, 1):.3f} ms per event); shares below are of that. A nested statement "
