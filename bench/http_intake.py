@@ -56,7 +56,7 @@ from bench.server import log
 if TYPE_CHECKING:
     from bench.benchmarks import Benchmark, Context
 
-__all__ = ["measure_relative", "OFFERED", "SENDERS", "BASELINE_CLIENTS", "SATURATION_TARGET",
+__all__ = ["prime", "measure_relative", "OFFERED", "SENDERS", "BASELINE_CLIENTS", "SATURATION_TARGET",
            "WEBHOOK_TARGET_MS", "ALLOCATION_TARGET_MS"]
 
 #: Offered rates, as multiples of pgbench tpcb-like's tps at BASELINE_CLIENTS measured in the same round.
@@ -93,7 +93,7 @@ def _serve(database_url: str, secret: str):  # type: ignore[no-untyped-def]
     return serve({"DATABASE_URL": database_url, "STRIPE_WEBHOOK_SECRET": secret})
 
 
-def _prime(port: int, clients: int) -> None:
+def prime(port: int, clients: int) -> None:
     """Concurrent /healthz requests, so that the service's connection pool has grown before the clock starts."""
     def hit() -> None:
         for _ in range(3):
@@ -191,7 +191,7 @@ def _measure(ctx: Context, clients: int, seconds: float, rate: float, price_id: 
 
     secret = f"whsec_bench_{secrets.token_hex(16)}"
     with _serve(ctx.urls["billingdb"], secret) as (port, output):
-        _prime(port, clients)
+        prime(port, clients)
         samples, start = _send_all(port, body, kinds, rate, clients, secret)
         # 503: refused at once for overload (billingdb serve --max-in-flight); Stripe would deliver it again.
         refused = [s for s in samples if s.http_status == 503 and not s.error]

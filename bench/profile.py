@@ -74,6 +74,7 @@ from typing import IO, Any
 from bench import benchmarks, http_api, pgbench, sqlfiles, stripe_events
 from bench.benchmarks import Context, Options
 from bench.errors import BenchError
+from bench.http_intake import prime
 from bench.report import RESULTS_DIR
 from bench.server import log
 
@@ -873,20 +874,6 @@ def _served(env: dict[str, str], unset: tuple[str, ...] = (), workers: int = 1) 
             raise BenchError(f"{exc}:\n{tail(output)}") from exc
 
 
-def _prime(port: int, clients: int) -> None:
-    from bench.service import get
-
-    def hit() -> None:
-        for _ in range(3):
-            get(port, "/healthz")
-
-    threads = [threading.Thread(target=hit) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-
-
 def _record(ctx: Context, cl: Cluster, pid: int, port: int, seconds: float, raw: dict[str, Path], clients: int,
             request: Request, limit: int,
             ok: Callable[[int, bytes], bool], output: IO[bytes]) -> tuple[Load, CpuMeter, dict[str, Any]]:
@@ -974,7 +961,7 @@ def profile_intake(ctx: Context, cl: Cluster, seconds: float, senders: int, raw_
     raw = {"--idle": raw_dir / "webhook.idle.txt", "--gil": raw_dir / "webhook.gil.txt"}
     log(f"billingdb serve --workers 1 under {senders} webhook senders for {seconds:g} s, py-spy recording")
     with _served({"DATABASE_URL": ctx.urls["billingdb"], "STRIPE_WEBHOOK_SECRET": secret}) as (port, pid, output):
-        _prime(port, senders)
+        prime(port, senders)
         load, meter, database = _record(ctx, cl, pid, port, seconds, raw, senders, request, MAX_EVENTS, ok, output)
     log(f"  {load.ok} events, {load.ok / load.elapsed:.0f}/s")
     out = _http_summary("POST /stripe/webhook: billingdb serve --workers 1 under py-spy", load, meter, database,
@@ -995,7 +982,7 @@ def profile_workers(ctx: Context, cl: Cluster, seconds: float, senders: int, cou
         log(f"billingdb serve --workers {workers} under {senders} webhook senders for {seconds:g} s, no profiler")
         env = {"DATABASE_URL": ctx.urls["billingdb"], "STRIPE_WEBHOOK_SECRET": secret}
         with _served(env, workers=workers) as (port, pid, output):
-            _prime(port, senders * 2)
+            prime(port, senders * 2)
             meter = CpuMeter(pid, cl.postmaster_pid)
             meter.start()
             load = _closed_loop(port, senders, seconds, request, MAX_EVENTS, ok)
