@@ -908,7 +908,8 @@ BEGIN
                     'id', NULL, 'object', 'event', 'type', 'billingdb.sync',
                     'created', floor(extract(EPOCH FROM v_paid_at))::bigint,
                     'data', jsonb_build_object('object', v_invoice)
-                )
+                ),
+                v_refs
             );
             v_allocation := nullif(v_outcome #> '{detail,allocation}', 'null'::jsonb);
             v_applied := NOT coalesce((v_allocation ->> 'duplicate')::boolean, false);
@@ -978,7 +979,7 @@ COMMENT ON FUNCTION public.sync_stripe_invoice(jsonb, timestamptz, boolean) IS
 REVOKE ALL ON FUNCTION public.sync_stripe_invoice(jsonb, timestamptz, boolean) FROM public, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.sync_stripe_invoice(jsonb, timestamptz, boolean) TO service_role;
 
-CREATE OR REPLACE FUNCTION billingdb._apply_stripe_invoice_paid(event jsonb)
+CREATE OR REPLACE FUNCTION billingdb._apply_stripe_invoice_paid(event jsonb, refs jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY INVOKER
@@ -986,7 +987,7 @@ AS $function$
 DECLARE
     v_event constant jsonb := _apply_stripe_invoice_paid.event;
     v_invoice constant jsonb := _apply_stripe_invoice_paid.event #> '{data,object}';
-    v_refs constant jsonb := billingdb._stripe_event_refs(_apply_stripe_invoice_paid.event);
+    v_refs constant jsonb := _apply_stripe_invoice_paid.refs;
     v_invoice_id constant text := billingdb._stripe_id(_apply_stripe_invoice_paid.event #> '{data,object,id}');
     v_reason constant text := _apply_stripe_invoice_paid.event #>> '{data,object,billing_reason}';
     v_price jsonb;
@@ -1103,8 +1104,8 @@ BEGIN
 END
 $function$;
 
-COMMENT ON FUNCTION billingdb._apply_stripe_invoice_paid(jsonb) IS
-'Internal. Contract: invoice.paid and invoice.payment_succeeded: allocates the credits of the invoice''s price '
+COMMENT ON FUNCTION billingdb._apply_stripe_invoice_paid(jsonb, jsonb) IS
+'Internal. Contract: invoice.paid and invoice.payment_succeeded (refs: the event''s _stripe_event_refs): allocates the credits of the invoice''s price '
 '(_stripe_invoice_credits) with add_subscription_credits, at most once per invoice whichever event comes first; the '
 'ledger entry''s metadata records billing_reason (subscription_create, subscription_cycle, subscription_update, ...), '
 'price_id, credits_source and the event. A subscription_update invoice (a plan change paid mid-period) grants what '
@@ -1117,9 +1118,9 @@ COMMENT ON FUNCTION billingdb._apply_stripe_invoice_paid(jsonb) IS
 'for the second event of an invoice)}; ignored with detail {reason, invoice_id} for an invoice without a '
 'subscription. Errors: BD003 for an unknown price without metadata.credits; those of add_subscription_credits.';
 
-REVOKE ALL ON FUNCTION billingdb._apply_stripe_invoice_paid(jsonb) FROM public, anon, authenticated;
+REVOKE ALL ON FUNCTION billingdb._apply_stripe_invoice_paid(jsonb, jsonb) FROM public, anon, authenticated;
 
-CREATE OR REPLACE FUNCTION billingdb._apply_stripe_invoice_failed(event jsonb)
+CREATE OR REPLACE FUNCTION billingdb._apply_stripe_invoice_failed(event jsonb, refs jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY INVOKER
@@ -1127,7 +1128,7 @@ AS $function$
 DECLARE
     v_event constant jsonb := _apply_stripe_invoice_failed.event;
     v_invoice constant jsonb := _apply_stripe_invoice_failed.event #> '{data,object}';
-    v_refs constant jsonb := billingdb._stripe_event_refs(_apply_stripe_invoice_failed.event);
+    v_refs constant jsonb := _apply_stripe_invoice_failed.refs;
     v_created constant timestamptz := to_timestamp((_apply_stripe_invoice_failed.event ->> 'created')::bigint);
     v_user_id text;
     v_sub billingdb.subscriptions;
@@ -1206,8 +1207,8 @@ BEGIN
 END
 $function$;
 
-COMMENT ON FUNCTION billingdb._apply_stripe_invoice_failed(jsonb) IS
-'Internal. Contract: invoice.payment_failed: moves the invoice''s subscription to past_due through '
+COMMENT ON FUNCTION billingdb._apply_stripe_invoice_failed(jsonb, jsonb) IS
+'Internal. Contract: invoice.payment_failed (refs: the event''s _stripe_event_refs): moves the invoice''s subscription to past_due through '
 'apply_subscription_change (as an authoritative change: the event is not a subscription snapshot, so the '
 'subscription''s watermark is kept) unless the subscription''s watermark is newer than the event (stale), and logs '
 'payment_failed in activity_log (invoice, subscription, attempt_count, next_payment_attempt, the change). A '
@@ -1216,7 +1217,7 @@ COMMENT ON FUNCTION billingdb._apply_stripe_invoice_failed(jsonb) IS
 'null}; ignored for an invoice without a subscription. The customer must be linked. Errors: those of '
 'apply_subscription_change.';
 
-REVOKE ALL ON FUNCTION billingdb._apply_stripe_invoice_failed(jsonb) FROM public, anon, authenticated;
+REVOKE ALL ON FUNCTION billingdb._apply_stripe_invoice_failed(jsonb, jsonb) FROM public, anon, authenticated;
 
 -- _apply_stripe_charge_event: money going back takes back the credits it paid for.
 CREATE OR REPLACE FUNCTION billingdb._apply_stripe_charge_event(event jsonb)
@@ -1322,7 +1323,7 @@ REVOKE ALL ON FUNCTION billingdb._apply_stripe_charge_event(jsonb) FROM public, 
 
 -- _dispatch_stripe_event: applies an event by type inside its own sub-transaction, so that
 -- process_stripe_event can dispatch a new event before recording it (one INSERT with the outcome).
-CREATE OR REPLACE FUNCTION billingdb._dispatch_stripe_event(event jsonb)
+CREATE OR REPLACE FUNCTION billingdb._dispatch_stripe_event(event jsonb, refs jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY INVOKER
@@ -1362,7 +1363,7 @@ BEGIN
                     THEN billingdb._stripe_user_id(v_event #> '{data,object}', 'subscription')
                 ELSE billingdb._stripe_user_id(v_event #> '{data,object}', 'customer')
             END;
-            v_customer_id := billingdb._stripe_event_refs(v_event) ->> 'customer_id';
+            v_customer_id := _dispatch_stripe_event.refs ->> 'customer_id';
             IF v_user_id IS NOT NULL AND v_customer_id IS NOT NULL THEN
                 PERFORM public.link_stripe_customer(v_user_id, v_customer_id);
             END IF;
@@ -1395,8 +1396,10 @@ BEGIN
                 'customer.subscription.created', 'customer.subscription.updated', 'customer.subscription.deleted',
                 'customer.subscription.paused', 'customer.subscription.resumed'
             ) THEN billingdb._apply_stripe_subscription_event(v_event)
-            WHEN v_type IN ('invoice.paid', 'invoice.payment_succeeded') THEN billingdb._apply_stripe_invoice_paid(v_event)
-            WHEN v_type = 'invoice.payment_failed' THEN billingdb._apply_stripe_invoice_failed(v_event)
+            WHEN v_type IN ('invoice.paid', 'invoice.payment_succeeded')
+                THEN billingdb._apply_stripe_invoice_paid(v_event, _dispatch_stripe_event.refs)
+            WHEN v_type = 'invoice.payment_failed'
+                THEN billingdb._apply_stripe_invoice_failed(v_event, _dispatch_stripe_event.refs)
             WHEN v_type = 'checkout.session.completed' THEN billingdb._apply_stripe_checkout_completed(v_event)
             WHEN v_type IN (
                 'charge.refunded', 'charge.dispute.created', 'charge.dispute.funds_withdrawn',
@@ -1429,8 +1432,8 @@ BEGIN
 END
 $function$;
 
-COMMENT ON FUNCTION billingdb._dispatch_stripe_event(jsonb) IS
-'Internal. Contract: applies one validated event by type inside a sub-transaction and returns jsonb {status, '
+COMMENT ON FUNCTION billingdb._dispatch_stripe_event(jsonb, jsonb) IS
+'Internal. Contract: applies one validated event (refs: its _stripe_event_refs, read once by the caller) by type inside a sub-transaction and returns jsonb {status, '
 'detail} (and error when failed): customer.subscription.created|updated|deleted|paused|resumed -> '
 '_apply_stripe_subscription_event; invoice.paid, invoice.payment_succeeded -> _apply_stripe_invoice_paid; '
 'invoice.payment_failed -> _apply_stripe_invoice_failed; checkout.session.completed -> '
@@ -1444,7 +1447,7 @@ COMMENT ON FUNCTION billingdb._dispatch_stripe_event(jsonb) IS
 '(those of the handlers; 22023 when such an event names no customer) the effects roll back and the result is status '
 'failed, error ''[SQLSTATE] message'', detail {sqlstate, error, hint}.';
 
-REVOKE ALL ON FUNCTION billingdb._dispatch_stripe_event(jsonb) FROM public, anon, authenticated;
+REVOKE ALL ON FUNCTION billingdb._dispatch_stripe_event(jsonb, jsonb) FROM public, anon, authenticated;
 
 -- _attempt_stripe_event: dispatches a stored event again and records its outcome on the row.
 CREATE OR REPLACE FUNCTION billingdb._attempt_stripe_event(id bigint)
@@ -1469,7 +1472,7 @@ BEGIN
     END IF;
 
     -- Apply it (a failure rolls back its effects and comes back as failed).
-    v_outcome := billingdb._dispatch_stripe_event(v_row.payload);
+    v_outcome := billingdb._dispatch_stripe_event(v_row.payload, billingdb._stripe_event_refs(v_row.payload));
     v_status := v_outcome ->> 'status';
     v_detail := coalesce(v_outcome -> 'detail', '{}'::jsonb);
     IF v_status = 'failed' THEN
@@ -1603,7 +1606,7 @@ BEGIN
 
     -- New: apply it (a failure rolls back its effects and comes back as
     -- failed), then record it once with its outcome, in the same transaction.
-    v_outcome := billingdb._dispatch_stripe_event(v_event);
+    v_outcome := billingdb._dispatch_stripe_event(v_event, v_refs);
     v_status := v_outcome ->> 'status';
     v_detail := coalesce(v_outcome -> 'detail', '{}'::jsonb);
     IF v_status = 'failed' THEN

@@ -421,7 +421,7 @@ def test_the_key_comes_from_the_environment(
 
 
 def test_the_fetched_types_are_the_ones_process_stripe_event_dispatches(conn: psycopg.Connection[Any]) -> None:
-    source = conn.execute("SELECT pg_get_functiondef('billingdb._dispatch_stripe_event(jsonb)'::regprocedure) AS d"
+    source = conn.execute("SELECT pg_get_functiondef('billingdb._dispatch_stripe_event(jsonb, jsonb)'::regprocedure) AS d"
                           ).fetchone()["d"]
     handlers = source[source.index("One handler per type"):]
     dispatched = set(re.findall(r"'((?:customer|invoice|checkout|charge)\.[a-z_.]+)'", handlers))

@@ -149,7 +149,7 @@ def test_service_role_can_neither_write_a_table_nor_call_a_helper(conn) -> None:
         "INSERT INTO public.subscription_cache (user_id, plan_name, credits_balance, expires_at) "
         "VALUES ('u9', 'Custom', 1000000, now() + interval '1 day')",
         "SELECT billingdb._append_credit_transaction('u1', 1000, 'adjustment', 'free', '{}', 'k', null, null)",
-        "SELECT billingdb._dispatch_stripe_event('{}'::jsonb)",
+        "SELECT billingdb._dispatch_stripe_event('{}'::jsonb, '{}'::jsonb)",
         "SELECT billingdb._billing_setting('cache_ttl_seconds')",
     ]
     for statement in attempts:
