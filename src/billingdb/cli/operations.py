@@ -20,6 +20,7 @@ service can run them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -27,6 +28,7 @@ import typer
 
 from billingdb.cli.events import parse_since
 from billingdb.cli.options import AsJson, DatabaseUrl, EnvName, open_client, print_json
+from billingdb.client import BillingClient
 from billingdb.errors import CronUnavailable
 
 __all__ = ["health_command", "reconcile_command", "maintenance_app"]
@@ -159,35 +161,30 @@ def maintenance_run(
     typer.echo(f"credit holds: released {released} expired holds (their credits are back in the balance)")
 
 
-def _cron_error(exc: CronUnavailable) -> None:
-    typer.echo(f"error: {exc} [{exc.sqlstate}]", err=True)
-    if exc.hint:
-        typer.echo(f"hint: {exc.hint}", err=True)
-    raise typer.Exit(1)
+def _cron_jobs_changed(database_url: str | None, env: str | None,
+                       change: Callable[[BillingClient], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """(Un)schedule the pg_cron jobs; without pg_cron or its USAGE: the error and its hint, exit 1."""
+    try:
+        with open_client(database_url, env) as client:
+            return change(client)
+    except CronUnavailable as exc:
+        typer.echo(f"error: {exc} [{exc.sqlstate}]", err=True)
+        if exc.hint:
+            typer.echo(f"hint: {exc.hint}", err=True)
+        raise typer.Exit(1) from None
 
 
 @maintenance_app.command("schedule")
 def maintenance_schedule(database_url: DatabaseUrl = None, env: EnvName = None) -> None:
     """Schedule (or update) billingdb's jobs in pg_cron, which must be installed in this database."""
-    try:
-        with open_client(database_url, env) as client:
-            jobs = client.schedule_billing_jobs()
-    except CronUnavailable as exc:
-        _cron_error(exc)
-        return
-    for job in jobs:
+    for job in _cron_jobs_changed(database_url, env, BillingClient.schedule_billing_jobs):
         typer.echo(f"scheduled {job['job_name']:<28} job {job['jobid']:<4} {job['schedule']:<12} {job['command']}")
 
 
 @maintenance_app.command("unschedule")
 def maintenance_unschedule(database_url: DatabaseUrl = None, env: EnvName = None) -> None:
     """Remove billingdb's jobs from pg_cron (their run history stays)."""
-    try:
-        with open_client(database_url, env) as client:
-            jobs = client.unschedule_billing_jobs()
-    except CronUnavailable as exc:
-        _cron_error(exc)
-        return
+    jobs = _cron_jobs_changed(database_url, env, BillingClient.unschedule_billing_jobs)
     if not jobs:
         typer.echo("no billingdb job was scheduled")
     for job in jobs:

@@ -13,18 +13,18 @@ import typer
 from billingdb import config
 from billingdb.client import BillingClient
 
-__all__ = ["DatabaseUrl", "EnvName", "AsJson", "choose", "open_client", "print_json"]
+__all__ = ["DatabaseUrl", "EnvName", "AsJson", "choose", "open_client", "print_json", "value_option"]
 
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option("--database-url", metavar="URL", show_default=False,
-                 help="PostgreSQL URL; overrides --env, DATABASE_URL and billingdb.toml."),
-]
-EnvName = Annotated[
-    str | None,
-    typer.Option("--env", metavar="NAME", show_default=False,
-                 help="Environment name looked up in billingdb.toml (e.g. nonprod, prod); overrides DATABASE_URL."),
-]
+
+def value_option(flag: str, metavar: str, help: str) -> Any:
+    """An option that takes a value and whose default is looked up elsewhere (its help says where)."""
+    return typer.Option(flag, metavar=metavar, show_default=False, help=help)
+
+
+DatabaseUrl = Annotated[str | None, value_option(
+    "--database-url", "URL", "PostgreSQL URL; overrides --env, DATABASE_URL and billingdb.toml.")]
+EnvName = Annotated[str | None, value_option(
+    "--env", "NAME", "Environment name looked up in billingdb.toml (e.g. nonprod, prod); overrides DATABASE_URL.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 

@@ -22,7 +22,7 @@ import typer
 
 from billingdb import db, event_sync, stripe_api, stripe_subscriptions
 from billingdb.cli.events import parse_since
-from billingdb.cli.options import AsJson, DatabaseUrl, EnvName, choose, print_json
+from billingdb.cli.options import AsJson, DatabaseUrl, EnvName, choose, print_json, value_option
 from billingdb.errors import InvalidArgument
 
 __all__ = ["stripe_app", "sync_app", "ApiKey", "ApiBase", "stripe_config", "stripe_failed", "fail"]
@@ -35,17 +35,11 @@ sync_app = typer.Typer(rich_markup_mode=None, no_args_is_help=True,
                        help="Compare billingdb with Stripe's API, and repair with --apply.")
 stripe_app.add_typer(sync_app, name="sync")
 
-ApiKey = Annotated[
-    str | None,
-    typer.Option("--api-key", metavar="KEY", show_default=False,
-                 help="Stripe secret or restricted key (read access). Default: $STRIPE_SECRET_KEY."),
-]
-ApiBase = Annotated[
-    str | None,
-    typer.Option("--api-base", metavar="URL", show_default=False,
-                 help="Stripe's API address (a stand-in or localstripe). Default: $BILLINGDB_STRIPE_API_BASE, "
-                      "else https://api.stripe.com."),
-]
+ApiKey = Annotated[str | None, value_option(
+    "--api-key", "KEY", "Stripe secret or restricted key (read access). Default: $STRIPE_SECRET_KEY.")]
+ApiBase = Annotated[str | None, value_option(
+    "--api-base", "URL", "Stripe's API address (a stand-in or localstripe). Default: $BILLINGDB_STRIPE_API_BASE, "
+                         "else https://api.stripe.com.")]
 
 #: Network errors and 429s are retried by the stripe library, with its backoff.
 MAX_NETWORK_RETRIES = 5

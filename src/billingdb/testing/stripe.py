@@ -385,12 +385,16 @@ class StripeWorld:
         events.append(self.event("checkout.session.completed", self.checkout_session()))
         return events
 
-    def renewal(self) -> list[dict[str, Any]]:
-        """Scenario 2: the period rolls over and the renewal invoice is paid."""
+    def _next_period(self) -> dict[str, Any]:
+        """The period rolls over: the customer.subscription.updated that says so, with the previous period."""
         previous = {"current_period_start": self.period_start, "current_period_end": self.period_end}
         self.now = self.period_end
         self.period_start, self.period_end = self.period_end, self.period_end + MONTH
-        events = [self.event("customer.subscription.updated", self.subscription(), previous_attributes=previous)]
+        return self.event("customer.subscription.updated", self.subscription(), previous_attributes=previous)
+
+    def renewal(self) -> list[dict[str, Any]]:
+        """Scenario 2: the period rolls over and the renewal invoice is paid."""
+        events = [self._next_period()]
         inv = self.invoice("subscription_cycle", paid=False, status="draft")
         events.append(self.event("invoice.created", inv))
         self.tick(3600)
@@ -401,10 +405,7 @@ class StripeWorld:
 
     def failed_renewal(self) -> list[dict[str, Any]]:
         """A renewal whose payment fails: invoice.payment_failed and the subscription goes past_due."""
-        previous = {"current_period_start": self.period_start, "current_period_end": self.period_end}
-        self.now = self.period_end
-        self.period_start, self.period_end = self.period_end, self.period_end + MONTH
-        events = [self.event("customer.subscription.updated", self.subscription(), previous_attributes=previous)]
+        events = [self._next_period()]
         self.tick(3600)
         events.append(self.event("invoice.payment_failed", self.invoice("subscription_cycle", paid=False)))
         self.status = "past_due"
