@@ -141,7 +141,10 @@ BEGIN
             USING ERRCODE = '22023', HINT = 'Stripe customer ids start with cus_.';
     END IF;
 
-    -- A customer belongs to one user.
+    -- A customer belongs to one user. Its lock first (as event processing
+    -- takes it): a concurrent link of the same customer waits here, then sees
+    -- this one's owner (BD004) instead of failing on the unique key.
+    PERFORM billingdb._lock_stripe_customer(v_customer_id);
     SELECT c.user_id INTO v_owner
     FROM billingdb.stripe_customers AS c
     WHERE c.stripe_customer_id = v_customer_id;
@@ -174,7 +177,8 @@ $function$;
 
 COMMENT ON FUNCTION public.link_stripe_customer(text, text) IS
 'Contract: links user_id to a Stripe customer id (cus_...), creating the user''s row if needed; idempotent for the '
-'same pair. Returns jsonb {user_id, stripe_customer_id}. Errors: 22023 for a missing user id or malformed customer id; '
+'same pair; concurrent links of one customer are serialised by its lock (_lock_stripe_customer). Returns jsonb '
+'{user_id, stripe_customer_id}. Errors: 22023 for a missing user id or malformed customer id; '
 'BD004 when the customer belongs to another user or the user already has another customer.';
 
 REVOKE ALL ON FUNCTION public.link_stripe_customer(text, text) FROM public, anon, authenticated;

@@ -221,11 +221,9 @@ BEGIN
                 billingdb._stripe_id(l.line -> 'plan')
             ) IS NOT null
         ORDER BY
-            coalesce(
-                (l.line #>> '{parent,subscription_item_details,proration}')::boolean,
-                (l.line ->> 'proration')::boolean,
-                false
-            ),
+            -- A proration line says so with JSON true (any other value: not one).
+            coalesce(l.line #> '{parent,subscription_item_details,proration}', l.line -> 'proration')
+            IS NOT DISTINCT FROM 'true'::jsonb,
             (l.line ->> 'amount') ~ '^-',
             l.n
         LIMIT 1;
@@ -605,8 +603,11 @@ STABLE
 SECURITY INVOKER
 AS $function$
 BEGIN
-    IF _check_sync_arguments.observed_at IS null OR _check_sync_arguments.observed_at > now() + interval '1 minute' THEN
-        RAISE EXCEPTION '%: observed_at is required and may not be in the future (observed_at=%, now=%)',
+    IF
+        _check_sync_arguments.observed_at IS null OR NOT isfinite(_check_sync_arguments.observed_at)
+        OR _check_sync_arguments.observed_at > now() + interval '1 minute'
+    THEN
+        RAISE EXCEPTION '%: observed_at is required, finite and may not be in the future (observed_at=%, now=%)',
             _check_sync_arguments.fn, coalesce(_check_sync_arguments.observed_at::text, 'NULL'), now()
             USING ERRCODE = '22023',
                 HINT = 'Pass the time the listing was requested from Stripe (a minute of clock skew is allowed).';
@@ -619,7 +620,7 @@ END
 $function$;
 
 COMMENT ON FUNCTION billingdb._check_sync_arguments(text, timestamptz, boolean) IS
-'Internal. Contract: returns when observed_at is set and at most a minute ahead of now() and apply is not null. '
+'Internal. Contract: returns when observed_at is set, finite and at most a minute ahead of now() and apply is not null. '
 'fn names the caller in errors. Errors: 22023 otherwise.';
 
 REVOKE ALL ON FUNCTION billingdb._check_sync_arguments(text, timestamptz, boolean) FROM public, anon, authenticated;
@@ -1545,8 +1546,13 @@ BEGIN
             v_event_id, coalesce(left((v_event -> 'type')::text, 80), 'NULL')
             USING ERRCODE = '22023';
     END IF;
-    IF jsonb_typeof(v_event -> 'created') IS DISTINCT FROM 'number' OR (v_event ->> 'created') !~ '^[0-9]{1,12}$' THEN
-        RAISE EXCEPTION 'process_stripe_event: created must be a non-negative integer (event_id=%, created=%)',
+    -- Unix seconds before the year 10000: every client can read the times made of it.
+    IF
+        jsonb_typeof(v_event -> 'created') IS DISTINCT FROM 'number' OR (v_event ->> 'created') !~ '^[0-9]{1,12}$'
+        OR (v_event ->> 'created')::bigint >= 253402300800
+    THEN
+        RAISE EXCEPTION 'process_stripe_event: created must be a non-negative integer before the year 10000 '
+            '(event_id=%, created=%)',
             v_event_id, coalesce(left((v_event -> 'created')::text, 80), 'NULL')
             USING ERRCODE = '22023', HINT = 'Stripe''s created is unix seconds.';
     END IF;
@@ -1912,6 +1918,10 @@ BEGIN
         RAISE EXCEPTION 'process_stripe_events: at most 1000 events per batch (got %)', jsonb_array_length(v_events)
             USING ERRCODE = '22023', HINT = 'Split the events into several batches.';
     END IF;
+    IF advance_cursor IS NULL THEN
+        RAISE EXCEPTION 'process_stripe_events: advance_cursor must be true or false'
+            USING ERRCODE = '22023';
+    END IF;
 
     -- In order, each as process_stripe_event would: a failed event rolls back
     -- only its own effects (failed), a malformed one changes nothing (invalid).
@@ -1919,9 +1929,15 @@ BEGIN
         BEGIN
             v_result := public.process_stripe_event(v_event);
             v_created := (v_event ->> 'created')::bigint;
+            -- The cursor follows the Events API, which lists no event from the
+            -- future: one dated ahead of this server's clock (beyond a skew of
+            -- 5 minutes) is processed but does not move it.
             IF
-                v_newest_created IS NULL OR v_created > v_newest_created
-                OR (v_created = v_newest_created AND v_event ->> 'id' > v_newest_id)
+                v_created <= extract(EPOCH FROM now()) + 300
+                AND (
+                    v_newest_created IS NULL OR v_created > v_newest_created
+                    OR (v_created = v_newest_created AND v_event ->> 'id' > v_newest_id)
+                )
             THEN
                 v_newest_created := v_created;
                 v_newest_id := v_event ->> 'id';
@@ -1956,12 +1972,40 @@ COMMENT ON FUNCTION public.process_stripe_events(jsonb, boolean) IS
 'as process_stripe_event does (duplicates change nothing, a failed event rolls back only its own effects), and '
 'returns the JSON array of their results {event_id, status, detail}. An element process_stripe_event refuses as '
 'malformed (22023) is status invalid with detail {sqlstate, error} and changes nothing. With advance_cursor, the '
-'Events API cursor (billingdb.stripe_event_sync) moves to the newest event of the batch (created, then id), '
-'never backwards, in the same transaction. One commit for many events: the path of billingdb stripe sync-events and '
-'billingdb events replay. Errors: 22023 when events is not an array or holds more than 1000 elements.';
+'Events API cursor (billingdb.stripe_event_sync) moves to the newest event of the batch (created, then id) not '
+'dated more than 5 minutes ahead of now(), never backwards, in the same transaction. One commit for many events: '
+'the path of billingdb stripe sync-events and billingdb events replay. Errors: 22023 when events is not an array or holds more than 1000 elements, or '
+'advance_cursor is null.';
 
 REVOKE ALL ON FUNCTION public.process_stripe_events(jsonb, boolean) FROM public, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.process_stripe_events(jsonb, boolean) TO service_role;
+
+-- _stripe_event_sync_running_here: whether this session holds the sync's lock
+-- (pg_locks shows a bigint advisory key as classid = high half, objid = low half).
+CREATE OR REPLACE FUNCTION billingdb._stripe_event_sync_running_here()
+RETURNS boolean
+LANGUAGE sql
+STABLE
+SECURITY INVOKER
+AS $function$
+    SELECT EXISTS (
+        SELECT
+        FROM pg_catalog.pg_locks AS l
+        WHERE
+            l.locktype = 'advisory'
+            AND l.pid = pg_catalog.pg_backend_pid()
+            AND l.granted
+            AND l.objsubid = 1
+            AND l.classid = ((pg_catalog.hashtextextended('billingdb.stripe_event_sync', 0) >> 32) & 4294967295)::oid
+            AND l.objid = (pg_catalog.hashtextextended('billingdb.stripe_event_sync', 0) & 4294967295)::oid
+    )
+$function$;
+
+COMMENT ON FUNCTION billingdb._stripe_event_sync_running_here() IS
+'Internal (reads only pg_locks, so neither SECURITY DEFINER nor SET search_path). Contract: true when this session '
+'holds the Events API sync''s session advisory lock (begin_stripe_event_sync), else false.';
+
+REVOKE ALL ON FUNCTION billingdb._stripe_event_sync_running_here() FROM public, anon, authenticated;
 
 CREATE OR REPLACE FUNCTION public.begin_stripe_event_sync()
 RETURNS jsonb
@@ -1973,7 +2017,12 @@ DECLARE
     v_row billingdb.stripe_event_sync;
 BEGIN
     -- One sync at a time: a session lock, released by finish_stripe_event_sync or
-    -- when the session ends (a crash leaves nothing locked).
+    -- when the session ends (a crash leaves nothing locked). Session advisory
+    -- locks nest, so this session's own sync is looked for first: a second
+    -- begin would leave the lock held after one finish.
+    IF billingdb._stripe_event_sync_running_here() THEN
+        RETURN jsonb_build_object('started', false, 'reason', 'a sync is already running in this session');
+    END IF;
     IF NOT pg_try_advisory_lock(hashtextextended('billingdb.stripe_event_sync', 0)) THEN
         RETURN jsonb_build_object('started', false, 'reason', 'another sync is running');
     END IF;
@@ -1990,7 +2039,8 @@ $function$;
 COMMENT ON FUNCTION public.begin_stripe_event_sync() IS
 'Contract: starts an Events API sync in this session by taking the sync''s session advisory lock without waiting; '
 'writes nothing. Returns {started: true, cursor_created, cursor_event_id, last_succeeded_at} (null before the first '
-'sync), or {started: false, reason} when another session is syncing. Call finish_stripe_event_sync when done; a '
+'sync), or {started: false, reason} when another session is syncing or this one already is. Call '
+'finish_stripe_event_sync when done; a '
 'session that ends releases the lock.';
 
 REVOKE ALL ON FUNCTION public.begin_stripe_event_sync() FROM public, anon, authenticated;
@@ -2010,13 +2060,23 @@ DECLARE
 BEGIN
     PERFORM billingdb._check_text('finish_stripe_event_sync', 'error', v_error, 1000);
     PERFORM billingdb._check_metadata('finish_stripe_event_sync', 'counts', finish_stripe_event_sync.counts);
+    IF
+        finish_stripe_event_sync.counts IS NOT null AND (
+            finish_stripe_event_sync.started_at IS null OR NOT isfinite(finish_stripe_event_sync.started_at)
+            OR finish_stripe_event_sync.started_at > clock_timestamp()
+        )
+    THEN
+        RAISE EXCEPTION 'finish_stripe_event_sync: started_at must be a finite time in the past (started_at=%)',
+            coalesce(finish_stripe_event_sync.started_at::text, 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    -- Only the session that began the sync ends it (and records its run).
+    IF NOT billingdb._stripe_event_sync_running_here() THEN
+        RAISE EXCEPTION 'finish_stripe_event_sync: no sync is running in this session'
+            USING ERRCODE = '55000', HINT = 'Call begin_stripe_event_sync first, in the same session.';
+    END IF;
     -- Without counts (a dry run) nothing is recorded: the lock is released.
     IF finish_stripe_event_sync.counts IS NOT null THEN
-        IF finish_stripe_event_sync.started_at IS null OR finish_stripe_event_sync.started_at > clock_timestamp() THEN
-            RAISE EXCEPTION 'finish_stripe_event_sync: started_at must be a time in the past (started_at=%)',
-                coalesce(finish_stripe_event_sync.started_at::text, 'NULL')
-                USING ERRCODE = '22023';
-        END IF;
         INSERT INTO billingdb.stripe_event_sync AS s (
             last_started_at, last_finished_at, last_succeeded_at, last_error, last_counts
         )
@@ -2043,7 +2103,8 @@ COMMENT ON FUNCTION public.finish_stripe_event_sync(timestamptz, jsonb, text) IS
 'error; a run without error sets last_succeeded_at) and releases the sync''s lock. With counts null (a dry run) it '
 'only releases the lock. Returns the sync row {cursor_created, cursor_event_id, last_started_at, last_finished_at, '
 'last_succeeded_at, last_error, last_counts}, {} before any. Errors: 22023 when counts is not a JSON object, error is '
-'longer than 1000 characters, or started_at is null or in the future.';
+'longer than 1000 characters, or started_at is null, infinite or in the future (with counts); 55000 when this '
+'session did not begin a sync (nothing is recorded).';
 
 REVOKE ALL ON FUNCTION public.finish_stripe_event_sync(timestamptz, jsonb, text) FROM public, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.finish_stripe_event_sync(timestamptz, jsonb, text) TO service_role;

@@ -36,6 +36,7 @@ DROP FUNCTION IF EXISTS public.schedule_billing_jobs();
 DROP FUNCTION IF EXISTS public.billing_cron_jobs();
 DROP FUNCTION IF EXISTS public.finish_stripe_event_sync(timestamp with time zone, jsonb, text);
 DROP FUNCTION IF EXISTS public.begin_stripe_event_sync();
+DROP FUNCTION IF EXISTS billingdb._stripe_event_sync_running_here();
 DROP FUNCTION IF EXISTS public.process_stripe_events(jsonb, boolean);
 DROP FUNCTION IF EXISTS public.purge_stripe_events_batch(interval, integer);
 DROP FUNCTION IF EXISTS billingdb._apply_pending_stripe_events(text);

@@ -110,3 +110,31 @@ def test_client_roles_cannot_execute(conn) -> None:  # type: ignore[no-untyped-d
         "SELECT has_function_privilege('service_role', 'public.get_or_create_stripe_customer(text,text)', 'EXECUTE') AS ok"
     ).fetchone()
     assert row["ok"] is True
+
+
+def test_two_users_linking_one_customer_at_once_get_bd004_not_a_unique_violation(connect) -> None:  # type: ignore[no-untyped-def]
+    """Found by review: the second link waited on the unique key and then failed with a bare 23505; the
+    customer's lock makes it wait for the first link and see its owner: BD004, nothing written."""
+    first, second = connect(autocommit=False), connect()
+    first.execute("SELECT public.link_stripe_customer('u_first', 'cus_RACE')")
+    outcome: dict[str, object] = {}
+
+    def link_second() -> None:
+        try:
+            second.execute("SELECT public.link_stripe_customer('u_second', 'cus_RACE')")
+            outcome["result"] = "linked"
+        except psycopg.Error as exc:
+            outcome["result"] = exc
+
+    thread = threading.Thread(target=link_second)
+    thread.start()
+    thread.join(1.0)
+    assert thread.is_alive(), "the second link should wait for the first one's transaction"
+    first.commit()
+    thread.join(30)
+    error = outcome["result"]
+    assert isinstance(error, psycopg.Error) and error.sqlstate == "BD004", error
+    assert "customer already linked" in str(error) and "u_first" in str(error)
+    rows = second.execute("SELECT user_id, stripe_customer_id FROM billingdb.stripe_customers ORDER BY user_id"
+                          ).fetchall()
+    assert rows == [{"user_id": "u_first", "stripe_customer_id": "cus_RACE"}]

@@ -91,7 +91,7 @@ def test_null_is_22023(db: psycopg.Connection[Any]) -> None:
 
 
 def test_the_cursor_moves_forward_only_and_only_when_asked(db: psycopg.Connection[Any]) -> None:
-    world = StripeWorld()
+    world = StripeWorld(now=int(time.time()) - 40 * 86400)  # the renewal, a month on, is still in the past
     first = world.new_subscription()
     world.tick(60)
     later = world.renewal()
@@ -128,14 +128,70 @@ def test_one_sync_at_a_time_and_a_session_that_ends_releases_it(connect: Any) ->
     assert failed["r"]["last_error"] == "Stripe refused the API key"
     assert failed["r"]["last_succeeded_at"] == done["last_succeeded_at"]  # the last success is kept
     # A dry run (counts null) records nothing.
+    assert first.execute(begin).fetchone()["r"]["started"] is True
     assert first.execute("SELECT public.finish_stripe_event_sync(%s, null) AS r", (started,)
                          ).fetchone()["r"] == failed["r"]
 
 
+def test_only_the_session_that_began_a_sync_finishes_it_and_it_begins_once(connect: Any) -> None:
+    """Session advisory locks nest and are per session: a second begin in one session, or a finish from a
+    session that began nothing, would leave the lock held or record another session's run."""
+    syncing, other = connect(), connect()
+    begin = "SELECT public.begin_stripe_event_sync() AS r"
+    finish = "SELECT public.finish_stripe_event_sync(%s, %s) AS r"
+    started = datetime.now(UTC) - timedelta(seconds=5)
+    assert syncing.execute(begin).fetchone()["r"]["started"] is True
+    assert syncing.execute(begin).fetchone()["r"] == {
+        "started": False, "reason": "a sync is already running in this session"}
+    for counts in (Jsonb({"processed": 1}), None):
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="no sync is running in this session"):
+            other.execute(finish, (started, counts))
+    assert other.execute("SELECT count(*) AS n FROM billingdb.stripe_event_sync").fetchone()["n"] == 0
+    assert other.execute(begin).fetchone()["r"] == {"started": False, "reason": "another sync is running"}
+    # One finish ends the one begin: the lock is free for another session at once.
+    syncing.execute(finish, (started, Jsonb({"processed": 1})))
+    assert other.execute(begin).fetchone()["r"]["started"] is True
+
+
+def test_an_event_from_the_future_does_not_move_the_cursor(db: psycopg.Connection[Any]) -> None:
+    """The Events API lists no event from the future: one dated a day ahead (a forged or mistaken batch)
+    is processed, but moving the cursor there would skip every real event of that day."""
+    world = StripeWorld()
+    events = world.new_subscription()
+    customer = {"id": world.customer_id, "object": "customer", "metadata": {}}
+    ahead = world.event("customer.updated", customer, created=int(time.time()) + 86400)
+    results = batch(db, [*events, ahead], advance_cursor=True)
+    assert results[-1]["status"] in ("processed", "ignored")
+    newest = max(events, key=lambda e: (e["created"], e["id"]))
+    assert cursor(db) == (datetime.fromtimestamp(newest["created"], UTC), newest["id"])
+
+
+def test_a_created_past_the_year_9999_is_22023_and_changes_nothing(db: psycopg.Connection[Any]) -> None:
+    """Such a time cannot be read back by Python (datetime stops at 9999): the cursor or a subscription's
+    watermark would break every later sync."""
+    world = StripeWorld()
+    customer = {"id": world.customer_id, "object": "customer", "metadata": {}}
+    event = world.event("customer.updated", customer, created=999_999_999_999)
+    before = table_contents(db)
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="before the year 10000"):
+        db.execute("SELECT public.process_stripe_event(%s)", (Jsonb(event),))
+    result = batch(db, [event], advance_cursor=True)[0]
+    assert result["status"] == "invalid" and "before the year 10000" in result["detail"]["error"]
+    assert table_contents(db) == before and cursor(db) is None
+
+
+def test_a_null_advance_cursor_is_22023(db: psycopg.Connection[Any]) -> None:
+    before = table_contents(db)
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="advance_cursor must be true or false"):
+        db.execute("SELECT public.process_stripe_events(%s, null)", (Jsonb(StripeWorld().new_subscription()),))
+    assert table_contents(db) == before
+
+
 @pytest.mark.parametrize(("started_at", "counts", "error", "message"), [
     (datetime.now(UTC) - timedelta(seconds=5), Jsonb([1]), None, "counts"),
-    (datetime.now(UTC) + timedelta(days=1), Jsonb({}), None, "started_at must be a time in the past"),
-    (None, Jsonb({}), None, "started_at must be a time in the past"),
+    (datetime.now(UTC) + timedelta(days=1), Jsonb({}), None, "started_at must be a finite time in the past"),
+    (None, Jsonb({}), None, "started_at must be a finite time in the past"),
+    ("-infinity", Jsonb({}), None, "started_at must be a finite time in the past"),
     (datetime.now(UTC) - timedelta(seconds=5), Jsonb({}), "x" * 1001, "error"),
 ])
 def test_finish_with_bad_input_is_22023_and_changes_nothing(

@@ -8,6 +8,7 @@ nothing; a paid invoice without an allocation is allocated once.
 
 from __future__ import annotations
 
+import copy
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -207,6 +208,27 @@ def test_a_renewal_whose_events_were_lost(db, shape) -> None:  # type: ignore[no
 
 
 @shapes
+def test_a_proration_flag_that_is_not_a_boolean_is_not_a_cast_error(db, shape) -> None:  # type: ignore[no-untyped-def]
+    """A line whose proration flag is not JSON true or false (a malformed or future shape) is simply not a
+    proration line: before, the invoice failed with a bare 22P02 cast error and stopped the sync's loop."""
+    w = subscribed(db, shape)
+    renewal = w.renewal()
+    invoice = copy.deepcopy(renewal[-1]["data"]["object"])
+    odd = copy.deepcopy(invoice["lines"]["data"][0])
+    if shape == SHAPES[1]:
+        odd["parent"]["subscription_item_details"]["proration"] = "maybe"
+    else:
+        odd["proration"] = "maybe"
+    odd["amount"] = -100
+    invoice["lines"]["data"].append(odd)
+    assert sync_invoice(db, invoice, apply=True)["allocation"]["credits"] == 30
+    assert balance(db, w.user_id) == 60
+    # The webhook's path reads the same lines: processed (its allocation a duplicate), not failed.
+    assert process(db, w.event("invoice.paid", invoice))["status"] == "processed"
+    assert balance(db, w.user_id) == 60
+
+
+@shapes
 def test_invoices_that_need_nothing(db, shape) -> None:  # type: ignore[no-untyped-def]
     w = subscribed(db, shape)
     first = sync_invoice(db, w.invoice("subscription_create", invoice_id=None))
@@ -302,7 +324,7 @@ def test_bad_input_is_22023_and_changes_nothing(db, shape) -> None:  # type: ign
                 sync_sub(db, bad, apply=apply)
     good = w.subscription()
     for observed, apply in ((None, True), (datetime.now(UTC) + timedelta(hours=1), True),
-                            (datetime.now(UTC), None)):
+                            (datetime.now(UTC), None), ("-infinity", True), ("infinity", False)):
         with pytest.raises(psycopg.errors.InvalidParameterValue):
             db.execute("SELECT public.sync_stripe_subscription(%s, %s, %s)", (Jsonb(good), observed, apply))
         with pytest.raises(psycopg.errors.InvalidParameterValue):

@@ -688,6 +688,7 @@ INTERNAL_INVOKERS = {
     "_stripe_invoice_credits(jsonb)",
     "_stripe_subscription_state(jsonb)",
     "_check_sync_arguments(text,timestamp with time zone,boolean)",  # the sync_stripe_* arguments (now())
+    "_stripe_event_sync_running_here()",  # whether this session holds the Events API sync's lock (pg_locks)
     "_try_lock_user(text)",
     "_stripe_user_id(jsonb,text)",
     "_apply_stripe_charge_event(jsonb)",
