@@ -31,8 +31,9 @@ from api_support import (
 from helpers import contents
 from starlette.testclient import TestClient
 
+from billingdb import service, webhooks
 from billingdb.errors import ConfigurationError
-from billingdb.service import auth
+from billingdb.service import api, auth
 
 ROUTES = [
     ("POST", "/stripe/checkout/session",
@@ -254,3 +255,20 @@ def test_a_pem_that_is_not_an_rsa_key_is_refused() -> None:
     with pytest.raises(ConfigurationError):
         auth.Authenticator(auth.AuthConfig(issuer=ISSUER, audience=(AUDIENCE,),
                                            public_key="-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"))
+
+
+def test_the_state_route_with_the_database_down_is_503_and_a_bad_token_still_401(signing_key) -> None:  # type: ignore[no-untyped-def]
+    """The state route verifies the token and reads the state in one worker-thread hand-off: a bad token
+    is refused before the database is asked, an unreachable database is a 503 Stripe-style error, no 500."""
+    settings = service.ServiceSettings(
+        database_url="postgresql://nobody@127.0.0.1:1/unreachable",
+        webhook=webhooks.WebhookConfig(secrets=("whsec_test",)),
+        health_timeout=0.5,
+        pool_timeout=0.5,
+    )
+    app = service.create_app(settings, api.routes(api_settings(auth_config(signing_key), None)))
+    with TestClient(app) as client:
+        r = client.get("/stripe/subscription/state", headers=signing_key.bearer())
+        assert r.status_code == 503 and r.json()["error"] == "database_unavailable", r.text
+        r = client.get("/stripe/subscription/state", headers={"Authorization": "Bearer not.a.jwt"})
+        assert r.status_code == 401 and r.json()["error"] == "malformed_token"
