@@ -308,9 +308,16 @@ def test_a_rate_limit_that_holds_is_one_line_and_exit_2(
     ((200, {"object": "list", "url": "/v1/events", "has_more": False,
             "data": [{"id": "evt_1", "object": "event", "type": "invoice.paid"}]}),
      "error: Stripe's event list holds something that is not an event"),
-    ((200, {"object": "list", "url": "/v1/events", "has_more": "yes",
+    ((200, {"object": "list", "url": "/v1/events", "has_more": True,
             "data": [{"id": "evt_same", "object": "event", "type": "invoice.paid", "created": 1}]}),
      "error: Stripe's event list repeats evt_same"),
+    ((200, {"object": "list", "url": "/v1/events", "has_more": False, "data": None}),
+     "error: Stripe's event list page has no data array or no has_more boolean"),
+    ((200, {"object": "list", "url": "/v1/events", "has_more": False}),
+     "error: Stripe's event list page has no data array or no has_more boolean"),
+    ((200, "hello"), "error: Stripe's answer to GET /v1/events is not a list page"),
+    ((200, {"object": "list", "url": "/v1/events", "has_more": True, "data": []}),
+     "error: Stripe's event list page is empty but says it has more"),
 ])
 def test_a_refused_key_or_a_malformed_page_is_one_line_exit_2_and_nothing_applied(
     fault: Reply, message: str, conn: psycopg.Connection[Any], database_url: str, small_pages: None
@@ -476,3 +483,22 @@ def test_serve_refuses_a_bad_sync_period_or_no_key_in_one_line(
     assert exited.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+def test_serve_logs_a_malformed_page_in_one_line_without_a_traceback(
+    conn: psycopg.Connection[Any], database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from billingdb.service.background import EventSyncJob
+
+    with EventsApi(StripeWorld().new_subscription()) as api:
+        api.faults = [(200, {"object": "list", "url": "/v1/events", "has_more": False, "data": None})]
+        job = EventSyncJob(database_url, EventSyncSettings(
+            stripe=StripeConfig(api_key=KEY, api_base=api.url, max_network_retries=0), every=timedelta(minutes=1)))
+        with caplog.at_level("INFO", logger="billingdb.service.event_sync"):
+            assert job.run_once() is None
+    records = [r for r in caplog.records if r.name == "billingdb.service.event_sync"]
+    assert len(records) == 1 and records[0].exc_info is None, records
+    assert records[0].getMessage().startswith("stripe sync-events failed: Stripe's event list page has no data array")
+    assert conn.execute("SELECT count(*) AS n FROM public.stripe_events").fetchone()["n"] == 0
+    row = sync_row(conn)
+    assert row is not None and row["last_succeeded_at"] is None and "no data array" in row["last_error"]
