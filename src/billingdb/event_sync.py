@@ -257,7 +257,7 @@ def sync_events(
         raise SyncBusy(f"another Events API sync is running ({begun.get('reason')}); nothing was done")
     report = SyncReport(since=since or now - DEFAULT_WINDOW)
     if since is None and begun.get("cursor_created"):
-        report.since = datetime.fromisoformat(str(begun["cursor_created"]))
+        report.since = datetime.fromisoformat(str(begun["cursor_created"])).astimezone(UTC)
         if report.since < now - RETENTION:
             report.since, report.cursor_too_old = now - RETENTION, True
     error: str | None = None
@@ -296,14 +296,16 @@ def sync_events(
 
 
 def check_since(since: datetime, now: datetime) -> None:
-    """ValueError when ``since`` is in the future or older than Stripe's 30 days of events."""
+    """ValueError when ``since`` is in the future or older than Stripe's 30 days of events (``now`` minus
+    exactly 30 days is accepted); the times in the message are shown in UTC whatever offset they came with."""
+    shown = since.astimezone(UTC)
     if since > now:
-        raise ValueError(f"{since:%Y-%m-%d %H:%M} UTC is in the future: there are no events to sync yet")
+        raise ValueError(f"{shown:%Y-%m-%d %H:%M} UTC is in the future: there are no events to sync yet")
     oldest = now - RETENTION
     if since < oldest:
         raise ValueError(
-            f"Stripe keeps events for 30 days: {since:%Y-%m-%d %H:%M} UTC is older (the oldest available are from "
-            f"{oldest:%Y-%m-%d %H:%M} UTC); replay older events from files with billingdb events replay"
+            f"Stripe keeps events for 30 days: {shown:%Y-%m-%d %H:%M} UTC is older (the oldest available are from "
+            f"{oldest.astimezone(UTC):%Y-%m-%d %H:%M} UTC); replay older events from files with billingdb events replay"
         )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -502,3 +502,41 @@ def test_serve_logs_a_malformed_page_in_one_line_without_a_traceback(
     assert conn.execute("SELECT count(*) AS n FROM public.stripe_events").fetchone()["n"] == 0
     row = sync_row(conn)
     assert row is not None and row["last_succeeded_at"] is None and "no data array" in row["last_error"]
+
+
+@pytest.mark.parametrize("since", ["30d", "720h", "43200m"])
+def test_since_exactly_30_days_back_is_accepted(
+    since: str, conn: psycopg.Connection[Any], database_url: str, small_pages: None
+) -> None:
+    setup_plans(conn)
+    world = StripeWorld()
+    with EventsApi(world.new_subscription()) as api:
+        result = sync(database_url, api.url, "--since", since, "--dry-run")
+        assert result.exit_code == 0, result.output
+        gte = int(dict(parse_qsl(urlsplit(api.requests[0].path).query))["created[gte]"])
+    assert abs(gte - (datetime.now(UTC) - timedelta(days=30)).timestamp()) < 60
+
+
+def test_since_with_an_offset_is_shown_in_utc(
+    conn: psycopg.Connection[Any], database_url: str, small_pages: None
+) -> None:
+    tokyo = timezone(timedelta(hours=9))
+    start = (datetime.now(UTC) - timedelta(hours=2)).replace(microsecond=0)
+    with EventsApi(StripeWorld().new_subscription()) as api:
+        result = sync(database_url, api.url, "--since", start.astimezone(tokyo).isoformat(), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert f"Stripe events since {start:%Y-%m-%d %H:%M:%S} UTC:" in result.output
+
+    future = (datetime.now(UTC) + timedelta(days=2)).replace(second=0, microsecond=0)
+    with EventsApi([]) as api:
+        refused = sync(database_url, api.url, "--since", future.astimezone(tokyo).isoformat())
+    assert refused.exit_code == 2
+    assert refused.output.strip() == f"error: {future:%Y-%m-%d %H:%M} UTC is in the future: there are no events to sync yet"
+
+
+def test_check_since_reads_the_bounds_in_utc() -> None:
+    now = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    event_sync.check_since(now - event_sync.RETENTION, now)
+    with pytest.raises(ValueError, match="2026-11-04 11:59 UTC is older"):
+        event_sync.check_since((now - event_sync.RETENTION - timedelta(minutes=1)).astimezone(
+            timezone(timedelta(hours=-5))), now)

@@ -55,7 +55,7 @@ def parse_duration(value: str) -> timedelta | None:
 
 
 def parse_since(value: str | None, now: datetime | None = None) -> datetime | None:
-    """``30m``, ``2h``, ``7d``, ``1w`` (ago) or an ISO date/time (UTC when no offset)."""
+    """``30m``, ``2h``, ``7d``, ``1w`` (ago) or an ISO date/time (UTC when no offset), in UTC."""
     if value is None:
         return None
     delta = parse_duration(value)
@@ -68,7 +68,7 @@ def parse_since(value: str | None, now: datetime | None = None) -> datetime | No
         parsed = datetime.fromisoformat(value.strip())
     except ValueError:
         raise typer.BadParameter(f"{value!r} is neither a duration (30m, 2h, 7d) nor an ISO date") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _short(text: Any, width: int) -> str:

@@ -129,12 +129,13 @@ def sync_events_command(
     event ended processed, duplicate, ignored, stale or pending; 1 when one failed or was invalid;
     2 for bad input, no or a refused API key, Stripe or the database unreachable.
     """
+    now = datetime.now(UTC)  # read once: --since 30d is exactly Stripe's 30 days, not a moment more
     start = None
     if since is not None:
         try:
-            start = parse_since(since)
+            start = parse_since(since, now)
             assert start is not None
-            event_sync.check_since(start, datetime.now(UTC))
+            event_sync.check_since(start, now)
         except (typer.BadParameter, ValueError) as exc:
             fail(str(exc))
     config = stripe_config(api_key, api_base)
@@ -142,7 +143,7 @@ def sync_events_command(
     with db.connect(choose(database_url, env).url) as conn:
         try:
             report = event_sync.sync_events(
-                conn, config.client(), since=start, limit=limit, dry_run=dry_run,
+                conn, config.client(), since=start, limit=limit, dry_run=dry_run, now=now,
                 on_fetch=progress.count if progress else None,
                 on_start=(lambda n: progress.start("applying", n)) if progress else None,
                 on_batch=progress.add if progress else None,
@@ -171,10 +172,10 @@ def sync_events_command(
 def _print_sync(report: event_sync.SyncReport, dry_run: bool) -> None:
     if report.cursor_too_old:
         typer.echo("note: the last sync is older than Stripe's 30 days of events; events before "
-                   f"{report.since:%Y-%m-%d %H:%M} UTC cannot be recovered from Stripe", err=True)
+                   f"{report.since.astimezone(UTC):%Y-%m-%d %H:%M} UTC cannot be recovered from Stripe", err=True)
     skipped = sum(report.skipped_types.values())
     other = f" ({skipped} of other types skipped)" if skipped else ""
-    typer.echo(f"Stripe events since {report.since:%Y-%m-%d %H:%M:%S} UTC: {report.fetched} to sync{other}")
+    typer.echo(f"Stripe events since {report.since.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC: {report.fetched} to sync{other}")
     if report.by_type:
         typer.echo(f"{'type':<36} {'events':>7} {'new':>7}")
         for kind in sorted(report.by_type):
