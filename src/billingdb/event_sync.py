@@ -242,8 +242,10 @@ def sync_events(
     on_start: Callable[[int], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> SyncReport:
-    """One sync: from ``since`` (else the cursor, else 3 days ago), at most ``limit`` events, oldest first.
+    """One sync: from ``since`` (else the cursor, else 3 days ago), applying at most ``limit`` events, oldest first.
 
+    ``fetched``, ``by_type`` and ``new_by_type`` count every event fetched (the limit does not cut them);
+    ``outcomes`` counts the events applied and ``remaining`` those the limit left for the next run.
     Holds the sync's lock for the whole run (:class:`SyncBusy` when another runs). A dry run applies
     nothing and records nothing; it counts what is new. A Stripe failure is recorded as the run's
     error and raised.
@@ -272,12 +274,14 @@ def sync_events(
             raise
         report.fetched = len(events)
         report.by_type = Counter(str(e.get("type")) for e in events)
-        if limit is not None and len(events) > limit:
-            report.remaining = len(events) - limit
-            events = events[:limit]
+        # What was found is counted over every event fetched, whatever the limit: by_type and new_by_type
+        # describe the same events; the limit only cuts what is applied (outcomes, remaining).
         known = {r["stripe_event_id"] for r in db.run(conn, "stripe_event_statuses",
                                                         {"event_ids": [e.get("id") for e in events]})}
         report.new_by_type = Counter(str(e.get("type")) for e in events if e.get("id") not in known)
+        if limit is not None and len(events) > limit:
+            report.remaining = len(events) - limit
+            events = events[:limit]
         if not dry_run:
             if on_start is not None:
                 on_start(len(events))

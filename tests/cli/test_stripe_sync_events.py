@@ -10,6 +10,7 @@ malformed page, a failure on page two, and a run that stops half-way then resume
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
@@ -540,3 +541,28 @@ def test_check_since_reads_the_bounds_in_utc() -> None:
     with pytest.raises(ValueError, match="2026-11-04 11:59 UTC is older"):
         event_sync.check_since((now - event_sync.RETENTION - timedelta(minutes=1)).astimezone(
             timezone(timedelta(hours=-5))), now)
+
+
+def test_limit_cuts_what_is_applied_not_what_is_counted(
+    conn: psycopg.Connection[Any], database_url: str, small_pages: None
+) -> None:
+    setup_plans(conn)
+    world = StripeWorld()
+    events = _life_cycle(world)
+    wanted = [e for e in events if e["type"] in HANDLED_EVENT_TYPES]
+    process(conn, wanted[-1])  # the newest already received: not new
+    new = len(wanted) - 1
+    with EventsApi(events) as api:
+        dry = sync(database_url, api.url, "--dry-run", "--limit", "3")
+        assert dry.exit_code == 0, dry.output
+        assert f"dry run: {new} new, nothing applied" in dry.output
+        assert f"--limit would apply the 3 oldest and leave {len(wanted) - 3} for the next run" in dry.output
+        table = [line.split() for line in dry.output.splitlines() if line.split()[:1] and "." in line.split()[0]]
+        assert sum(int(row[1]) for row in table) == len(wanted) and sum(int(row[2]) for row in table) == new
+
+        as_json = sync(database_url, api.url, "--limit", "3", "--json")
+        assert as_json.exit_code == 0, as_json.output
+        report = json.loads(as_json.output)
+    assert report["fetched"] == sum(report["by_type"].values()) == len(wanted)
+    assert sum(report["new_by_type"].values()) == new
+    assert sum(report["outcomes"].values()) == 3 and report["remaining"] == len(wanted) - 3

@@ -111,7 +111,9 @@ def sync_events_command(
              "(Stripe keeps events 30 days). Default: the cursor (the newest event synced), else 3 days.")] = None,
     limit: Annotated[int | None, typer.Option(
         "--limit", min=1, metavar="N", show_default=False,
-        help="Apply at most this many events (the oldest); the next run continues from the cursor.")] = None,
+        help="Apply at most this many events (the oldest fetched); the next run continues from the cursor. "
+             "The table's events and new columns (and --json's by_type, new_by_type) still count every "
+             "event fetched; the outcomes count the events applied.")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Fetch and count by type, and how many are new; apply and record nothing.")] = False,
     api_key: ApiKey = None,
@@ -182,6 +184,9 @@ def _print_sync(report: event_sync.SyncReport, dry_run: bool) -> None:
             typer.echo(f"{kind:<36} {report.by_type[kind]:>7} {report.new_by_type[kind]:>7}")
     if dry_run:
         typer.echo(f"dry run: {sum(report.new_by_type.values())} new, nothing applied")
+        if report.remaining:
+            applied = report.fetched - report.remaining
+            typer.echo(f"--limit would apply the {applied} oldest and leave {report.remaining} for the next run")
         return
     parts = ", ".join(f"{n} {status}" for status, n in sorted(report.outcomes.items(), key=lambda kv: -kv[1]))
     typer.echo(f"{sum(report.outcomes.values())} events: {parts or 'nothing to do'}")
