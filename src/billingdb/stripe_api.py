@@ -15,7 +15,7 @@ from typing import Any
 
 import stripe
 
-__all__ = ["HANDLED_EVENT_TYPES", "StripeConfig", "describe_error"]
+__all__ = ["HANDLED_EVENT_TYPES", "ZERO_DECIMAL_CURRENCIES", "StripeConfig", "describe_error", "format_amount"]
 
 #: The event types process_stripe_event acts on (the README's table; the Stripe endpoint's list).
 #: Any other type is recorded and ``ignored``; the recovery commands do not fetch them.
@@ -37,6 +37,22 @@ HANDLED_EVENT_TYPES: tuple[str, ...] = (
     "charge.dispute.funds_reinstated",
     "charge.dispute.closed",
 )
+
+
+#: Stripe's zero-decimal currencies: their amounts are in the currency's unit, not in hundredths
+#: (https://docs.stripe.com/currencies#zero-decimal).
+ZERO_DECIMAL_CURRENCIES = frozenset({"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx",
+                                     "vnd", "vuv", "xaf", "xof", "xpf"})
+
+
+def format_amount(amount: Any, currency: Any) -> str:
+    """A Stripe amount (in the currency's smallest unit) as an operator reads it: 29.99 usd, 500 jpy; - when
+    there is no integer amount."""
+    if not isinstance(amount, int) or isinstance(amount, bool):
+        return "-"
+    code = str(currency or "").lower()
+    value = str(amount) if code in ZERO_DECIMAL_CURRENCIES else f"{amount / 100:.2f}"
+    return f"{value} {code}".strip()
 
 
 @dataclass(frozen=True)

@@ -276,20 +276,6 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-#: Stripe's zero-decimal currencies: their amounts are not in cents.
-_ZERO_DECIMAL = frozenset({"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd",
-                           "vuv", "xaf", "xof", "xpf"})
-
-
-def _amount(amount: Any, currency: Any) -> str:
-    """An amount in the currency's smallest unit, as an operator reads it (29.99 usd, 500 jpy)."""
-    if not isinstance(amount, int) or isinstance(amount, bool):
-        return "-"
-    code = str(currency or "").lower()
-    value = str(amount) if code in _ZERO_DECIMAL else f"{amount / 100:.2f}"
-    return f"{value} {code}".strip()
-
-
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     for row in (header, *rows):
@@ -320,7 +306,7 @@ def _print_subscription_sync(report: stripe_subscriptions.SubscriptionSync) -> N
         typer.echo(f"Paid invoices without an allocation: {len(report.invoices)}")
         rows = []
         for inv in report.invoices:
-            paid = _amount(inv.get("amount_paid"), inv.get("currency"))
+            paid = stripe_api.format_amount(inv.get("amount_paid"), inv.get("currency"))
             allocation = inv.get("allocation") or {}
             result = inv["result"]
             if inv["applied"] and allocation:
