@@ -9,6 +9,7 @@ stand-in server or localstripe in the tests): ``StripeClient(base_addresses=...)
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -93,6 +94,23 @@ def describe_error(exc: stripe.StripeError) -> str:
     if isinstance(exc, stripe.RateLimitError):
         return f"Stripe's rate limit (429) held after the retries: {detail}; run again later"
     if isinstance(exc, stripe.APIConnectionError):
-        return f"cannot reach Stripe's API: {detail}"
+        return f"cannot reach Stripe's API: {_connection_detail(exc)}"
     status = f" ({exc.http_status})" if exc.http_status else ""
     return f"Stripe failed{status}: {detail}"
+
+
+def _connection_detail(exc: stripe.APIConnectionError) -> str:
+    """The library's message cut to its first sentence (the rest is a line break and a support address),
+    and the network error under it: ``Unexpected error communicating with Stripe. (ConnectionError:
+    [Errno 111] Connection refused)``."""
+    text = exc.user_message or str(exc) or type(exc).__name__
+    first = re.match(r"\s*(.+?[.!?])(?=\s|$)", text, re.S)
+    sentence = " ".join((first.group(1) if first else text.splitlines()[0]).split())
+    network = re.search(r"\(Network error: ([A-Za-z_]\w*): (.*)\)\s*$", text, re.S)
+    if network is None:
+        cause = exc.__cause__
+        return f"{sentence} ({type(cause).__name__}: {str(cause)[:160]})" if cause is not None else sentence
+    kind, inner = network.groups()
+    errno = re.search(r"\[Errno -?\d+\] [^\"')\]]+", inner)
+    reason = errno.group(0) if errno else " ".join(inner.split())
+    return f"{sentence} ({kind}: {reason[:200].rstrip()})"

@@ -470,7 +470,12 @@ def test_serve_syncs_in_the_background_one_sync_at_a_time(
     (["--sync-events-every", "10s"], {"STRIPE_SECRET_KEY": KEY}, "--sync-events-every '10s': give a period of at least 1m"),
     (["--sync-events-every", "often"], {"STRIPE_SECRET_KEY": KEY}, "--sync-events-every 'often': give a period"),
     (["--sync-events-every", "15m"], {}, "--sync-events-every needs a Stripe API key: set STRIPE_SECRET_KEY"),
-    ([], {"BILLINGDB_SYNC_EVENTS_EVERY": "5s", "STRIPE_SECRET_KEY": KEY}, "--sync-events-every '5s'"),
+    ([], {"BILLINGDB_SYNC_EVENTS_EVERY": "5s", "STRIPE_SECRET_KEY": KEY}, "BILLINGDB_SYNC_EVENTS_EVERY='5s': give"),
+    ([], {"BILLINGDB_SYNC_EVENTS_EVERY": "junk", "STRIPE_SECRET_KEY": KEY},
+     "error: BILLINGDB_SYNC_EVENTS_EVERY='junk': give a period of at least 1m"),
+    ([], {"BILLINGDB_SYNC_EVENTS_EVERY": "15m"}, "BILLINGDB_SYNC_EVENTS_EVERY needs a Stripe API key"),
+    (["--sync-events-every", "99999999999d"], {"STRIPE_SECRET_KEY": KEY},
+     "--sync-events-every '99999999999d': give a period"),
 ])
 def test_serve_refuses_a_bad_sync_period_or_no_key_in_one_line(
     args: list[str], env: dict[str, str], message: str, database_url: str, monkeypatch: pytest.MonkeyPatch,
@@ -566,3 +571,33 @@ def test_limit_cuts_what_is_applied_not_what_is_counted(
     assert report["fetched"] == sum(report["by_type"].values()) == len(wanted)
     assert sum(report["new_by_type"].values()) == new
     assert sum(report["outcomes"].values()) == 3 and report["remaining"] == len(wanted) - 3
+
+
+def test_a_sync_that_finds_another_running_says_so_in_json(
+    conn: psycopg.Connection[Any], connect: Any, database_url: str
+) -> None:
+    other = connect()
+    assert other.execute("SELECT public.begin_stripe_event_sync() AS r").fetchone()["r"]["started"] is True
+    with EventsApi(StripeWorld().new_subscription()) as api:
+        result = runner.invoke(app, ["stripe", "sync-events", "--json", "--api-key", KEY, "--api-base", api.url,
+                                     "--database-url", database_url])
+        assert api.requests == []
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["skipped"] is True and report["dry_run"] is False
+    assert report["reason"].startswith("another Events API sync is running")
+
+
+def test_an_unreachable_api_is_one_line_with_its_cause(
+    conn: psycopg.Connection[Any], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from billingdb.cli import stripe as stripe_cli
+
+    monkeypatch.setattr(stripe_cli, "MAX_NETWORK_RETRIES", 0)
+    result = sync(database_url, "http://127.0.0.1:1")
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        "error: cannot reach Stripe's API: Unexpected error communicating with Stripe. "
+        "(ConnectionError: [Errno 111] Connection refused)"]
+    row = sync_row(conn)
+    assert row is not None and "[Errno 111] Connection refused" in row["last_error"]

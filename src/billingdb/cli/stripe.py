@@ -127,7 +127,8 @@ def sync_events_command(
 
     An event already received is a duplicate and changes nothing, so running it again is safe. The
     cursor (the newest event synced) moves with each committed batch: a run that stops half-way
-    continues from it. One sync at a time (a second one says so and exits 0). Exit 0 when every
+    continues from it. One sync at a time: a second one says so (with --json, {"skipped": true, "reason": ...})
+    and exits 0. Exit 0 when every
     event ended processed, duplicate, ignored, stale or pending; 1 when one failed or was invalid;
     2 for bad input, no or a refused API key, Stripe or the database unreachable.
     """
@@ -151,7 +152,10 @@ def sync_events_command(
                 on_batch=progress.add if progress else None,
             )
         except event_sync.SyncBusy as exc:
-            typer.echo(str(exc), err=True)
+            if as_json:
+                print_json({"skipped": True, "reason": str(exc), "dry_run": dry_run})
+            else:
+                typer.echo(str(exc), err=True)
             raise typer.Exit(0) from None
         except stripe.StripeError as exc:
             stripe_failed(exc)
