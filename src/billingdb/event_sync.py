@@ -152,11 +152,12 @@ def fetch_events(
 ) -> tuple[list[dict[str, Any]], Counter[str]]:
     """The handled events created at or after ``since``, oldest first, and a count of the other types skipped.
 
-    Pages with the library's auto-paging list. Stripe lists newest first: the events are put oldest first
-    once all are fetched (by ``created``; within one second in Stripe's order, which billingdb's ordering
-    rules do not need). A 429 backs off and resumes after the last event received (the library retries
-    network errors and 5xx itself). Raises ``stripe.StripeError``, or :class:`MalformedPage` when an
-    element of a page is not an event.
+    Pages with ``starting_after``, checking each page's shape. Stripe lists newest first: the events are put
+    oldest first once all are fetched (by ``created``; within one second in Stripe's order, which billingdb's
+    ordering rules do not need). A 429 backs off and asks again for the page after the last event received
+    (the library retries network errors and 5xx itself). Raises ``stripe.StripeError``, or
+    :class:`MalformedPage` when an answer is not a list page (``data`` missing or not an array, a body that
+    is not an object) or an element of a page is not an event.
     """
     wanted = frozenset(types)
     events: list[dict[str, Any]] = []
@@ -167,31 +168,50 @@ def fetch_events(
     seen = 0
     rate_limited = 0
     while True:
+        page_params = {**params, "starting_after": last_id} if last_id else params
         try:
-            page_params = {**params, "starting_after": last_id} if last_id else params
-            for event in client.v1.events.list(params=page_params).auto_paging_iter():
-                data = _event_dict(event)
-                if data["id"] in ids:  # a page served again: stop rather than page forever
-                    raise MalformedPage(f"Stripe's event list repeats {data['id'][:80]}")
-                ids.add(data["id"])
-                rate_limited = 0
-                last_id = data["id"]
-                seen += 1
-                if data["type"] in wanted:
-                    events.append(data)
-                else:
-                    skipped[data["type"]] += 1
-                if on_event is not None:
-                    on_event(seen)
-            break
+            answer = client.v1.events.list(params=page_params)
         except stripe.RateLimitError:
             rate_limited += 1
             if rate_limited > RATE_LIMIT_RETRIES:
                 raise
             time.sleep(RATE_LIMIT_BACKOFF * 2 ** (rate_limited - 1))
+            continue
+        rate_limited = 0
+        data, has_more = _page(answer)
+        for item in data:
+            event = _event_dict(item)
+            if event["id"] in ids:  # a page served again: stop rather than page forever
+                raise MalformedPage(f"Stripe's event list repeats {event['id'][:80]}")
+            ids.add(event["id"])
+            last_id = event["id"]
+            seen += 1
+            if event["type"] in wanted:
+                events.append(event)
+            else:
+                skipped[event["type"]] += 1
+            if on_event is not None:
+                on_event(seen)
+        if not has_more:
+            break
     events.reverse()
     events.sort(key=lambda e: e["created"])
     return events, skipped
+
+
+def _page(answer: Any) -> tuple[list[Any], bool]:
+    """A page of Stripe's event list: its elements and has_more; MalformedPage when the answer is not a list
+    page (not an object, no ``data`` array, no ``has_more`` boolean, or empty yet saying it has more)."""
+    page = answer.to_dict(for_json=True) if isinstance(answer, stripe.StripeObject) else answer
+    if not isinstance(page, dict) or page.get("object") != "list":
+        raise MalformedPage(f"Stripe's answer to GET /v1/events is not a list page: {str(page)[:80]!r}")
+    data, has_more = page.get("data"), page.get("has_more")
+    if not isinstance(data, list) or not isinstance(has_more, bool):
+        raise MalformedPage("Stripe's event list page has no data array or no has_more boolean: "
+                            f"{str(page)[:80]!r}")
+    if has_more and not data:
+        raise MalformedPage("Stripe's event list page is empty but says it has more")
+    return data, has_more
 
 
 def _event_dict(event: Any) -> dict[str, Any]:
@@ -222,8 +242,10 @@ def sync_events(
     on_start: Callable[[int], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> SyncReport:
-    """One sync: from ``since`` (else the cursor, else 3 days ago), at most ``limit`` events, oldest first.
+    """One sync: from ``since`` (else the cursor, else 3 days ago), applying at most ``limit`` events, oldest first.
 
+    ``fetched``, ``by_type`` and ``new_by_type`` count every event fetched (the limit does not cut them);
+    ``outcomes`` counts the events applied and ``remaining`` those the limit left for the next run.
     Holds the sync's lock for the whole run (:class:`SyncBusy` when another runs). A dry run applies
     nothing and records nothing; it counts what is new. A Stripe failure is recorded as the run's
     error and raised.
@@ -237,7 +259,7 @@ def sync_events(
         raise SyncBusy(f"another Events API sync is running ({begun.get('reason')}); nothing was done")
     report = SyncReport(since=since or now - DEFAULT_WINDOW)
     if since is None and begun.get("cursor_created"):
-        report.since = datetime.fromisoformat(str(begun["cursor_created"]))
+        report.since = datetime.fromisoformat(str(begun["cursor_created"])).astimezone(UTC)
         if report.since < now - RETENTION:
             report.since, report.cursor_too_old = now - RETENTION, True
     error: str | None = None
@@ -252,12 +274,14 @@ def sync_events(
             raise
         report.fetched = len(events)
         report.by_type = Counter(str(e.get("type")) for e in events)
-        if limit is not None and len(events) > limit:
-            report.remaining = len(events) - limit
-            events = events[:limit]
+        # What was found is counted over every event fetched, whatever the limit: by_type and new_by_type
+        # describe the same events; the limit only cuts what is applied (outcomes, remaining).
         known = {r["stripe_event_id"] for r in db.run(conn, "stripe_event_statuses",
                                                         {"event_ids": [e.get("id") for e in events]})}
         report.new_by_type = Counter(str(e.get("type")) for e in events if e.get("id") not in known)
+        if limit is not None and len(events) > limit:
+            report.remaining = len(events) - limit
+            events = events[:limit]
         if not dry_run:
             if on_start is not None:
                 on_start(len(events))
@@ -276,14 +300,16 @@ def sync_events(
 
 
 def check_since(since: datetime, now: datetime) -> None:
-    """ValueError when ``since`` is in the future or older than Stripe's 30 days of events."""
+    """ValueError when ``since`` is in the future or older than Stripe's 30 days of events (``now`` minus
+    exactly 30 days is accepted); the times in the message are shown in UTC whatever offset they came with."""
+    shown = since.astimezone(UTC)
     if since > now:
-        raise ValueError(f"{since:%Y-%m-%d %H:%M} UTC is in the future: there are no events to sync yet")
+        raise ValueError(f"{shown:%Y-%m-%d %H:%M} UTC is in the future: there are no events to sync yet")
     oldest = now - RETENTION
     if since < oldest:
         raise ValueError(
-            f"Stripe keeps events for 30 days: {since:%Y-%m-%d %H:%M} UTC is older (the oldest available are from "
-            f"{oldest:%Y-%m-%d %H:%M} UTC); replay older events from files with billingdb events replay"
+            f"Stripe keeps events for 30 days: {shown:%Y-%m-%d %H:%M} UTC is older (the oldest available are from "
+            f"{oldest.astimezone(UTC):%Y-%m-%d %H:%M} UTC); replay older events from files with billingdb events replay"
         )
 
 

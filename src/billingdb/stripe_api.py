@@ -9,13 +9,14 @@ stand-in server or localstripe in the tests): ``StripeClient(base_addresses=...)
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import stripe
 
-__all__ = ["HANDLED_EVENT_TYPES", "StripeConfig", "describe_error"]
+__all__ = ["HANDLED_EVENT_TYPES", "ZERO_DECIMAL_CURRENCIES", "StripeConfig", "describe_error", "format_amount"]
 
 #: The event types process_stripe_event acts on (the README's table; the Stripe endpoint's list).
 #: Any other type is recorded and ``ignored``; the recovery commands do not fetch them.
@@ -37,6 +38,22 @@ HANDLED_EVENT_TYPES: tuple[str, ...] = (
     "charge.dispute.funds_reinstated",
     "charge.dispute.closed",
 )
+
+
+#: Stripe's zero-decimal currencies: their amounts are in the currency's unit, not in hundredths
+#: (https://docs.stripe.com/currencies#zero-decimal).
+ZERO_DECIMAL_CURRENCIES = frozenset({"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx",
+                                     "vnd", "vuv", "xaf", "xof", "xpf"})
+
+
+def format_amount(amount: Any, currency: Any) -> str:
+    """A Stripe amount (in the currency's smallest unit) as an operator reads it: 29.99 usd, 500 jpy; - when
+    there is no integer amount."""
+    if not isinstance(amount, int) or isinstance(amount, bool):
+        return "-"
+    code = str(currency or "").lower()
+    value = str(amount) if code in ZERO_DECIMAL_CURRENCIES else f"{amount / 100:.2f}"
+    return f"{value} {code}".strip()
 
 
 @dataclass(frozen=True)
@@ -77,6 +94,23 @@ def describe_error(exc: stripe.StripeError) -> str:
     if isinstance(exc, stripe.RateLimitError):
         return f"Stripe's rate limit (429) held after the retries: {detail}; run again later"
     if isinstance(exc, stripe.APIConnectionError):
-        return f"cannot reach Stripe's API: {detail}"
+        return f"cannot reach Stripe's API: {_connection_detail(exc)}"
     status = f" ({exc.http_status})" if exc.http_status else ""
     return f"Stripe failed{status}: {detail}"
+
+
+def _connection_detail(exc: stripe.APIConnectionError) -> str:
+    """The library's message cut to its first sentence (the rest is a line break and a support address),
+    and the network error under it: ``Unexpected error communicating with Stripe. (ConnectionError:
+    [Errno 111] Connection refused)``."""
+    text = exc.user_message or str(exc) or type(exc).__name__
+    first = re.match(r"\s*(.+?[.!?])(?=\s|$)", text, re.S)
+    sentence = " ".join((first.group(1) if first else text.splitlines()[0]).split())
+    network = re.search(r"\(Network error: ([A-Za-z_]\w*): (.*)\)\s*$", text, re.S)
+    if network is None:
+        cause = exc.__cause__
+        return f"{sentence} ({type(cause).__name__}: {str(cause)[:160]})" if cause is not None else sentence
+    kind, inner = network.groups()
+    errno = re.search(r"\[Errno -?\d+\] [^\"')\]]+", inner)
+    reason = errno.group(0) if errno else " ".join(inner.split())
+    return f"{sentence} ({kind}: {reason[:200].rstrip()})"

@@ -11,7 +11,9 @@ plan is ever deleted. A plan whose price carries no ``credits`` (one made with
 or mode), is left as it is.
 
 A price with a bad ``credits`` value (not a positive integer, or above 1000000,
-the bound of the invoice's own metadata path) is skipped and reported; the rest
+the bound of the invoice's own metadata path) is skipped and reported; so is a
+price billed every N periods (``recurring.interval_count`` above 1: a plan stores
+one interval and no count, so it would be stored as the wrong period). The rest
 are applied. All prices are fetched before anything is written, and the changes
 are written in one transaction through ``set_plan``. A plan that already
 matches is not written: a second run changes nothing.
@@ -210,6 +212,13 @@ def _wanted(price: Mapping[str, Any], old: Plan | None) -> Plan | Skipped:
     interval = price["recurring"].get("interval")
     if interval not in INTERVALS:
         return skip(f"recurring.interval {interval!r} is not day, week, month or year")
+    count = price["recurring"].get("interval_count", 1)
+    if count is None:
+        count = 1
+    if type(count) is not int or count != 1:
+        # A plan stores one interval (billing_interval), no count: a 3-month price is not a monthly plan.
+        every = f"every {count} {interval}s" if type(count) is int and count > 1 else "not a count of 1"
+        return skip(f"recurring.interval_count {count!r} ({every}): a plan stores one {interval}, no count")
     reset_text = _metadata(price, "reset_each_period")
     reset = old.reset_each_period if old else False
     if reset_text is not None:

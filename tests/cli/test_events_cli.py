@@ -102,12 +102,66 @@ def test_retry_failed_one_and_all(conn, database_url: str, tmp_path: Path) -> No
 
 
 def test_replay_reports_invalid_events(conn, database_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"id": "evt_x"}\nnot json\n')
+    bad = _write(tmp_path / "bad.json", [{"id": "evt_x"}, "not an event"])
     result = _run(database_url, "events", "replay", str(bad))
     assert result.exit_code == 1
     assert "2 events: 2 invalid" in result.output
     assert conn.execute("SELECT count(*) AS n FROM public.stripe_events").fetchone()["n"] == 0
+
+
+#: A database nothing listens on: a malformed file must not get as far as connecting.
+NOWHERE = "postgresql://nobody@127.0.0.1:1/x"
+
+
+def _replay_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    return subprocess.run([sys.executable, "-m", "billingdb", "events", "replay", *args, "--database-url", NOWHERE],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_a_malformed_json_line_replays_nothing_and_names_every_bad_line(
+    conn, database_url: str, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    setup_plans(conn)
+    w = StripeWorld()
+    events = w.new_subscription()
+    lines = tmp_path / "e.jsonl"
+    lines.write_text(json.dumps(events[0]) + "\nnot json\n" + json.dumps(events[1]) + "\n{\"id\": \n")
+    result = _run(database_url, "events", "replay", str(lines))
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == [f"error: {lines}:2:1: Expecting value",
+                                          f"error: {lines}:4:8: Expecting value"]
+    assert conn.execute("SELECT count(*) AS n FROM public.stripe_events").fetchone()["n"] == 0
+    # Read before connecting: an unreachable database is not even tried.
+    proc = _replay_cli(str(lines))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[0] == f"error: {lines}:2:1: Expecting value"
+
+
+def test_a_pretty_printed_file_with_a_typo_is_one_error_at_its_line_and_column(tmp_path: Path) -> None:
+    doc = tmp_path / "event.json"
+    doc.write_text(json.dumps({"id": "evt_1", "type": "invoice.paid", "data": {"object": {"id": "in_1"}}},
+                              indent=2).replace('"type"', '"type" "x"'))
+    proc = _replay_cli(str(doc))
+    assert proc.returncode == 2
+    assert proc.stderr == f"error: {doc}:3:10: Expecting ':' delimiter\n"
+
+
+def test_a_file_that_is_not_utf8_is_one_line_and_a_bom_is_accepted(
+    conn, database_url: str, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    utf16 = tmp_path / "utf16.json"
+    utf16.write_bytes('{"id": "evt_1"}'.encode("utf-16"))  # \xff\xfe...
+    proc = _replay_cli(str(utf16))
+    assert proc.returncode == 2
+    assert proc.stderr == f"error: {utf16}: not UTF-8 text (byte 0xff at offset 0)\n"
+
+    e = StripeWorld().event("plan.created", {"id": "price_bom", "object": "plan"})
+    bom = tmp_path / "bom.json"
+    bom.write_bytes(b"\xef\xbb\xbf" + json.dumps(e).encode())
+    result = _run(database_url, "events", "replay", str(bom))
+    assert result.exit_code == 0, result.output
+    assert event_row(conn, e["id"])["status"] == "ignored"
 
 
 def test_retry_unknown_event_exits_1_with_its_sqlstate(database_url: str) -> None:

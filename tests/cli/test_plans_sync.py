@@ -294,3 +294,36 @@ def test_no_key_is_exit_2_before_any_request(stripe_prices: PricesStandIn, datab
     assert result.exit_code == 2
     assert result.stderr == "error: no Stripe API key: pass --api-key or set STRIPE_SECRET_KEY\n"
     assert stripe_prices.requests == [] and contents(conn) == before
+
+
+def test_zero_decimal_currencies_are_shown_in_their_unit(database_url: str, conn: Any) -> None:
+    prices = [price("price_yen", "prod_yen", 500, metadata={"credits": "10"}, currency="jpy"),
+              price("price_krw", "prod_yen", 9900, "year", metadata={"credits": "10"}, currency="krw"),
+              price("price_usd", "prod_yen", 500, metadata={"credits": "10"})]
+    with PricesStandIn(prices, [product("prod_yen", "Yen")]) as standin:
+        result = sync(standin, database_url)
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines()}
+    assert lines["price_yen"].endswith("new: 500 jpy per month")
+    assert lines["price_krw"].endswith("new: 9900 krw per year")
+    assert lines["price_usd"].endswith("new: 5.00 usd per month")
+    listed = runner.invoke(app, ["plans", "list", "--database-url", database_url])
+    assert listed.exit_code == 0, listed.output
+    rows = {line.split()[0]: line.split() for line in listed.output.splitlines()[1:]}
+    assert rows["price_yen"][3:5] == ["500", "jpy"] and rows["price_krw"][3:5] == ["9900", "krw"]
+    assert rows["price_usd"][3:5] == ["5.00", "usd"]
+
+
+def test_a_price_billed_every_n_periods_is_skipped_with_its_reason(database_url: str, conn: Any) -> None:
+    quarterly = price("price_quarterly", "prod_q", 2700, metadata={"credits": "90"})
+    quarterly["recurring"]["interval_count"] = 3
+    prices = [quarterly, price("price_monthly", "prod_q", 999, metadata={"credits": "30"})]
+    with PricesStandIn(prices, [product("prod_q", "Quarterly")]) as standin:
+        result = sync(standin, database_url)
+    assert result.exit_code == 1, result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines()}
+    assert lines["price_quarterly"].endswith(
+        "skip        recurring.interval_count 3 (every 3 months): a plan stores one month, no count")
+    assert list(plans(conn)) == ["price_monthly"]
+    assert result.output.splitlines()[-1] == (
+        "2 Stripe prices: 1 created, 0 updated, 0 deactivated, 0 unchanged, 1 skipped")

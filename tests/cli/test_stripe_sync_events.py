@@ -10,10 +10,11 @@ malformed page, a failure on page two, and a run that stops half-way then resume
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -308,9 +309,16 @@ def test_a_rate_limit_that_holds_is_one_line_and_exit_2(
     ((200, {"object": "list", "url": "/v1/events", "has_more": False,
             "data": [{"id": "evt_1", "object": "event", "type": "invoice.paid"}]}),
      "error: Stripe's event list holds something that is not an event"),
-    ((200, {"object": "list", "url": "/v1/events", "has_more": "yes",
+    ((200, {"object": "list", "url": "/v1/events", "has_more": True,
             "data": [{"id": "evt_same", "object": "event", "type": "invoice.paid", "created": 1}]}),
      "error: Stripe's event list repeats evt_same"),
+    ((200, {"object": "list", "url": "/v1/events", "has_more": False, "data": None}),
+     "error: Stripe's event list page has no data array or no has_more boolean"),
+    ((200, {"object": "list", "url": "/v1/events", "has_more": False}),
+     "error: Stripe's event list page has no data array or no has_more boolean"),
+    ((200, "hello"), "error: Stripe's answer to GET /v1/events is not a list page"),
+    ((200, {"object": "list", "url": "/v1/events", "has_more": True, "data": []}),
+     "error: Stripe's event list page is empty but says it has more"),
 ])
 def test_a_refused_key_or_a_malformed_page_is_one_line_exit_2_and_nothing_applied(
     fault: Reply, message: str, conn: psycopg.Connection[Any], database_url: str, small_pages: None
@@ -462,7 +470,12 @@ def test_serve_syncs_in_the_background_one_sync_at_a_time(
     (["--sync-events-every", "10s"], {"STRIPE_SECRET_KEY": KEY}, "--sync-events-every '10s': give a period of at least 1m"),
     (["--sync-events-every", "often"], {"STRIPE_SECRET_KEY": KEY}, "--sync-events-every 'often': give a period"),
     (["--sync-events-every", "15m"], {}, "--sync-events-every needs a Stripe API key: set STRIPE_SECRET_KEY"),
-    ([], {"BILLINGDB_SYNC_EVENTS_EVERY": "5s", "STRIPE_SECRET_KEY": KEY}, "--sync-events-every '5s'"),
+    ([], {"BILLINGDB_SYNC_EVENTS_EVERY": "5s", "STRIPE_SECRET_KEY": KEY}, "BILLINGDB_SYNC_EVENTS_EVERY='5s': give"),
+    ([], {"BILLINGDB_SYNC_EVENTS_EVERY": "junk", "STRIPE_SECRET_KEY": KEY},
+     "error: BILLINGDB_SYNC_EVENTS_EVERY='junk': give a period of at least 1m"),
+    ([], {"BILLINGDB_SYNC_EVENTS_EVERY": "15m"}, "BILLINGDB_SYNC_EVENTS_EVERY needs a Stripe API key"),
+    (["--sync-events-every", "99999999999d"], {"STRIPE_SECRET_KEY": KEY},
+     "--sync-events-every '99999999999d': give a period"),
 ])
 def test_serve_refuses_a_bad_sync_period_or_no_key_in_one_line(
     args: list[str], env: dict[str, str], message: str, database_url: str, monkeypatch: pytest.MonkeyPatch,
@@ -476,3 +489,115 @@ def test_serve_refuses_a_bad_sync_period_or_no_key_in_one_line(
     assert exited.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+def test_serve_logs_a_malformed_page_in_one_line_without_a_traceback(
+    conn: psycopg.Connection[Any], database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from billingdb.service.background import EventSyncJob
+
+    with EventsApi(StripeWorld().new_subscription()) as api:
+        api.faults = [(200, {"object": "list", "url": "/v1/events", "has_more": False, "data": None})]
+        job = EventSyncJob(database_url, EventSyncSettings(
+            stripe=StripeConfig(api_key=KEY, api_base=api.url, max_network_retries=0), every=timedelta(minutes=1)))
+        with caplog.at_level("INFO", logger="billingdb.service.event_sync"):
+            assert job.run_once() is None
+    records = [r for r in caplog.records if r.name == "billingdb.service.event_sync"]
+    assert len(records) == 1 and records[0].exc_info is None, records
+    assert records[0].getMessage().startswith("stripe sync-events failed: Stripe's event list page has no data array")
+    assert conn.execute("SELECT count(*) AS n FROM public.stripe_events").fetchone()["n"] == 0
+    row = sync_row(conn)
+    assert row is not None and row["last_succeeded_at"] is None and "no data array" in row["last_error"]
+
+
+@pytest.mark.parametrize("since", ["30d", "720h", "43200m"])
+def test_since_exactly_30_days_back_is_accepted(
+    since: str, conn: psycopg.Connection[Any], database_url: str, small_pages: None
+) -> None:
+    setup_plans(conn)
+    world = StripeWorld()
+    with EventsApi(world.new_subscription()) as api:
+        result = sync(database_url, api.url, "--since", since, "--dry-run")
+        assert result.exit_code == 0, result.output
+        gte = int(dict(parse_qsl(urlsplit(api.requests[0].path).query))["created[gte]"])
+    assert abs(gte - (datetime.now(UTC) - timedelta(days=30)).timestamp()) < 60
+
+
+def test_since_with_an_offset_is_shown_in_utc(
+    conn: psycopg.Connection[Any], database_url: str, small_pages: None
+) -> None:
+    tokyo = timezone(timedelta(hours=9))
+    start = (datetime.now(UTC) - timedelta(hours=2)).replace(microsecond=0)
+    with EventsApi(StripeWorld().new_subscription()) as api:
+        result = sync(database_url, api.url, "--since", start.astimezone(tokyo).isoformat(), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert f"Stripe events since {start:%Y-%m-%d %H:%M:%S} UTC:" in result.output
+
+    future = (datetime.now(UTC) + timedelta(days=2)).replace(second=0, microsecond=0)
+    with EventsApi([]) as api:
+        refused = sync(database_url, api.url, "--since", future.astimezone(tokyo).isoformat())
+    assert refused.exit_code == 2
+    assert refused.output.strip() == f"error: {future:%Y-%m-%d %H:%M} UTC is in the future: there are no events to sync yet"
+
+
+def test_check_since_reads_the_bounds_in_utc() -> None:
+    now = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    event_sync.check_since(now - event_sync.RETENTION, now)
+    with pytest.raises(ValueError, match="2026-11-04 11:59 UTC is older"):
+        event_sync.check_since((now - event_sync.RETENTION - timedelta(minutes=1)).astimezone(
+            timezone(timedelta(hours=-5))), now)
+
+
+def test_limit_cuts_what_is_applied_not_what_is_counted(
+    conn: psycopg.Connection[Any], database_url: str, small_pages: None
+) -> None:
+    setup_plans(conn)
+    world = StripeWorld()
+    events = _life_cycle(world)
+    wanted = [e for e in events if e["type"] in HANDLED_EVENT_TYPES]
+    process(conn, wanted[-1])  # the newest already received: not new
+    new = len(wanted) - 1
+    with EventsApi(events) as api:
+        dry = sync(database_url, api.url, "--dry-run", "--limit", "3")
+        assert dry.exit_code == 0, dry.output
+        assert f"dry run: {new} new, nothing applied" in dry.output
+        assert f"--limit would apply the 3 oldest and leave {len(wanted) - 3} for the next run" in dry.output
+        table = [line.split() for line in dry.output.splitlines() if line.split()[:1] and "." in line.split()[0]]
+        assert sum(int(row[1]) for row in table) == len(wanted) and sum(int(row[2]) for row in table) == new
+
+        as_json = sync(database_url, api.url, "--limit", "3", "--json")
+        assert as_json.exit_code == 0, as_json.output
+        report = json.loads(as_json.output)
+    assert report["fetched"] == sum(report["by_type"].values()) == len(wanted)
+    assert sum(report["new_by_type"].values()) == new
+    assert sum(report["outcomes"].values()) == 3 and report["remaining"] == len(wanted) - 3
+
+
+def test_a_sync_that_finds_another_running_says_so_in_json(
+    conn: psycopg.Connection[Any], connect: Any, database_url: str
+) -> None:
+    other = connect()
+    assert other.execute("SELECT public.begin_stripe_event_sync() AS r").fetchone()["r"]["started"] is True
+    with EventsApi(StripeWorld().new_subscription()) as api:
+        result = runner.invoke(app, ["stripe", "sync-events", "--json", "--api-key", KEY, "--api-base", api.url,
+                                     "--database-url", database_url])
+        assert api.requests == []
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["skipped"] is True and report["dry_run"] is False
+    assert report["reason"].startswith("another Events API sync is running")
+
+
+def test_an_unreachable_api_is_one_line_with_its_cause(
+    conn: psycopg.Connection[Any], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from billingdb.cli import stripe as stripe_cli
+
+    monkeypatch.setattr(stripe_cli, "MAX_NETWORK_RETRIES", 0)
+    result = sync(database_url, "http://127.0.0.1:1")
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        "error: cannot reach Stripe's API: Unexpected error communicating with Stripe. "
+        "(ConnectionError: [Errno 111] Connection refused)"]
+    row = sync_row(conn)
+    assert row is not None and "[Errno 111] Connection refused" in row["last_error"]

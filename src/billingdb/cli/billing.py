@@ -18,6 +18,7 @@ import typer
 from billingdb import stripe_plans
 from billingdb.cli.options import AsJson, DatabaseUrl, EnvName, open_client, print_json
 from billingdb.cli.stripe import ApiBase, ApiKey, fail, stripe_config, stripe_failed
+from billingdb.stripe_api import format_amount
 
 __all__ = ["state_command", "credits_app", "plans_app", "cache_app", "settings_app"]
 
@@ -139,7 +140,7 @@ def plans_list(as_json: AsJson = False, database_url: DatabaseUrl = None, env: E
     typer.echo(f"{'price':<28} {'name':<14} {'credits':>7}  {'price':>9}  {'period':<7} {'unused credits':<15} "
                f"{'upgrade grants':<15} active")
     for p in plans:
-        amount = f"{p.amount_cents / 100:.2f} {p.currency or ''}".strip() if p.amount_cents is not None else "-"
+        amount = format_amount(p.amount_cents, p.currency)
         policy = "expire" if p.reset_each_period else "roll over"
         typer.echo(f"{p.price_id:<28} {p.name:<14} {p.credits_per_period:>7}  {amount:>9}  "
                    f"{p.billing_interval or '-':<7} {policy:<15} {p.change_credits:<15} {'yes' if p.active else 'no'}")
@@ -153,7 +154,7 @@ def plans_set(
     reset_each_period: Annotated[
         bool, typer.Option("--reset-each-period/--rollover", help="Unused credits expire at renewal (or roll over).")
     ] = False,
-    amount_cents: Annotated[int | None, typer.Option(help="Price in cents, e.g. 999.", min=0, max=INT_MAX)] = None,
+    amount_cents: Annotated[int | None, typer.Option(help="Price in the currency's smallest unit, as Stripe's unit_amount: cents for usd (999 is 9.99), yen for jpy.", min=0, max=INT_MAX)] = None,
     currency: Annotated[str | None, typer.Option(help="ISO currency, e.g. usd.")] = None,
     interval: Annotated[str | None, typer.Option(help="day, week, month or year.")] = None,
     active: Annotated[bool, typer.Option("--active/--inactive", help="Offered for new checkouts.")] = True,
@@ -195,8 +196,10 @@ def plans_sync(
     set those policies; otherwise a plan keeps its own. A plan whose price or product Stripe no longer
     offers becomes inactive, never deleted; plans of prices without `credits` are left as they are.
     Every price is fetched before anything is written; the changes are one transaction, and a second
-    run changes nothing. Exit 0 done; 1 when a price was skipped for bad metadata (the rest are
-    applied); 2 for no or a refused API key, Stripe or the database unreachable, or a malformed answer.
+    run changes nothing. A price billed every N periods (recurring.interval_count above 1) is skipped
+    with that reason: a plan stores one interval and no count. Exit 0 done; 1 when a price was skipped
+    (bad metadata or an interval_count; the rest are applied); 2 for no or a refused API key, Stripe or
+    the database unreachable, or a malformed answer.
     """
     config = stripe_config(api_key, api_base)
     with open_client(database_url, env) as client:
@@ -240,7 +243,7 @@ def _described(change: stripe_plans.Change) -> str:
     """What a change does, for the table: the new plan's terms, or each field's old -> new."""
     p = change.plan
     if change.action == "create":
-        amount = f"{p.amount_cents / 100:.2f} {p.currency}" if p.amount_cents is not None else p.currency
+        amount = format_amount(p.amount_cents, p.currency) if p.amount_cents is not None else p.currency
         return f"new: {amount} per {p.billing_interval}"
     if change.action == "deactivate":
         return "no longer active in Stripe"

@@ -7,12 +7,14 @@
   payload;
 - ``events replay FILE...``: JSON event files (an event, an array of events, or
   JSON lines) through ``process_stripe_event``, as a webhook would, for
-  backfills;
+  backfills; every file is read first, and a file that is not UTF-8 JSON
+  replays nothing;
 - ``serve``: the HTTP service (webhook intake and health check) under uvicorn.
 
 Exit codes: 0 when everything ended processed (or duplicate, ignored, stale,
-pending), 1 when an event failed or was refused, 2 when the database cannot be
-chosen or reached (as every billingdb command).
+pending), 1 when an event failed or was refused, 2 when an event file is not
+UTF-8 JSON (each malformed line named, nothing replayed) or the database cannot
+be chosen or reached (as every billingdb command).
 """
 
 from __future__ import annotations
@@ -21,17 +23,16 @@ import json
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from billingdb import db, event_sync, webhooks
+from billingdb import db, event_sync
 from billingdb.cli.options import AsJson, DatabaseUrl, EnvName, choose, print_json
 
-__all__ = ["events_app", "read_event_files", "parse_since", "parse_duration"]
+__all__ = ["events_app", "MalformedEventFiles", "read_event_files", "parse_since", "parse_duration"]
 
 events_app = typer.Typer(rich_markup_mode=None, 
     help="Stripe webhook events: list, show, retry, replay (process_stripe_event).", no_args_is_help=True
@@ -55,7 +56,7 @@ def parse_duration(value: str) -> timedelta | None:
 
 
 def parse_since(value: str | None, now: datetime | None = None) -> datetime | None:
-    """``30m``, ``2h``, ``7d``, ``1w`` (ago) or an ISO date/time (UTC when no offset)."""
+    """``30m``, ``2h``, ``7d``, ``1w`` (ago) or an ISO date/time (UTC when no offset), in UTC."""
     if value is None:
         return None
     delta = parse_duration(value)
@@ -68,7 +69,7 @@ def parse_since(value: str | None, now: datetime | None = None) -> datetime | No
         parsed = datetime.fromisoformat(value.strip())
     except ValueError:
         raise typer.BadParameter(f"{value!r} is neither a duration (30m, 2h, 7d) nor an ISO date") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _short(text: Any, width: int) -> str:
@@ -173,45 +174,84 @@ def _summary(counts: Counter[str], total: int) -> str:
     return f"{total} events: {parts or 'nothing to do'}"
 
 
-def read_event_files(paths: list[Path]) -> Iterator[tuple[str, Any]]:
-    """(where, event) for each event in the files: an object, an array of objects, or JSON lines."""
+class MalformedEventFiles(Exception):
+    """Event files that are not UTF-8 JSON: ``problems`` names each (file:line:column: the error)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def read_event_files(paths: list[Path]) -> list[tuple[str, Any]]:
+    """(where, event) for each event in the files: an object, an array of objects, or JSON lines.
+
+    Every file is read before anything is returned: :class:`MalformedEventFiles` names every problem
+    found (a file that is not UTF-8 text, a JSON line that does not parse, or a document that is neither
+    JSON nor JSON lines, reported once at its first error). A UTF-8 byte order mark is accepted.
+    """
+    found: list[tuple[str, Any]] = []
+    problems: list[str] = []
     for path in paths:
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            problems.append(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})")
+            continue
+        except OSError as exc:
+            problems.append(f"{path}: {exc.strerror or exc}")
+            continue
         try:
             data = json.loads(text)
-        except json.JSONDecodeError:
-            # JSON lines: one event per non-blank line.
-            for n, line in enumerate(text.splitlines(), 1):
-                if line.strip():
-                    try:
-                        yield f"{path}:{n}", json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        yield f"{path}:{n}", webhooks.EventRejected(400, "malformed_json", str(exc))
+        except json.JSONDecodeError as whole:
+            lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+            first_ok = False
+            if lines:
+                try:
+                    json.loads(lines[0][1])
+                    first_ok = True
+                except json.JSONDecodeError:
+                    pass
+            if not first_ok:
+                # Not JSON lines either (a pretty-printed document with a typo): its own error, once.
+                problems.append(f"{path}:{whole.lineno}:{whole.colno}: {whole.msg}")
+                continue
+            for n, line in lines:  # JSON lines: one event per non-blank line
+                try:
+                    found.append((f"{path}:{n}", json.loads(line)))
+                except json.JSONDecodeError as exc:
+                    problems.append(f"{path}:{n}:{exc.colno}: {exc.msg}")
             continue
         if isinstance(data, list):
-            for n, event in enumerate(data):
-                yield f"{path}[{n}]", event
+            found.extend((f"{path}[{n}]", event) for n, event in enumerate(data))
         else:
-            yield str(path), data
+            found.append((str(path), data))
+    if problems:
+        raise MalformedEventFiles(problems)
+    return found
 
 
 @events_app.command("replay")
 def replay_events(
     files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, readable=True, metavar="FILE...",
-                                                help="JSON files: an event, an array of events, or JSON lines.")],
+                                                help="UTF-8 JSON files: an event, an array of events, or JSON lines. "
+                                                     "A malformed file replays nothing.")],
     database_url: DatabaseUrl = None,
     env: EnvName = None,
 ) -> None:
     """Feed event files through process_stripe_event, in file order, 30 events per transaction (no
-    signature check: trusted input). An event already received is a duplicate: replaying twice is safe."""
-    items = list(read_event_files(files))
+    signature check: trusted input). An event already received is a duplicate: replaying twice is safe.
+
+    Every file is read first: when one is not UTF-8 JSON (an object, an array, or JSON lines), each
+    problem is one line (file:line:column and the JSON error), nothing is replayed and the exit code is 2.
+    """
+    try:
+        events = read_event_files(files)
+    except MalformedEventFiles as exc:
+        for problem in exc.problems:
+            typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2) from None
     counts: Counter[str] = Counter()
     problems: list[str] = []
-    for where, item in items:
-        if isinstance(item, webhooks.EventRejected):
-            counts["invalid"] += 1
-            problems.append(f"{where}: invalid ({item.code}): {item}")
-    events = [(where, item) for where, item in items if not isinstance(item, webhooks.EventRejected)]
     with db.connect(choose(database_url, env).url) as conn:
         with typer.progressbar(length=len(events), label=f"replaying {len(events)} events", file=sys.stderr) as bar:
             results = event_sync.process_batches(conn, [e for _, e in events], on_batch=bar.update)
@@ -225,5 +265,5 @@ def replay_events(
     for line in problems:
         typer.echo(line, err=True)
     note = f" ({resolved} of them pending on delivery, applied when their customer was linked)" if resolved else ""
-    typer.echo(_summary(counts, len(items)) + note)
+    typer.echo(_summary(counts, len(events)) + note)
     raise typer.Exit(0 if not problems else 1)

@@ -74,7 +74,11 @@ def serve_command(
     if not secrets:
         raise ConfigurationError("no webhook secret: set STRIPE_WEBHOOK_SECRET or pass --webhook-secret")
     choice = choose(database_url, env)
-    event_sync = _event_sync_settings(sync_events_every or os.environ.get("BILLINGDB_SYNC_EVENTS_EVERY") or None)
+    if sync_events_every is not None:
+        event_sync = _event_sync_settings(sync_events_every, "--sync-events-every")
+    else:
+        event_sync = _event_sync_settings(os.environ.get("BILLINGDB_SYNC_EVENTS_EVERY") or None,
+                                          "BILLINGDB_SYNC_EVENTS_EVERY")
     settings = service.ServiceSettings(
         database_url=choice.url,
         webhook=webhooks.WebhookConfig(secrets=secrets, max_body=max_body),
@@ -121,17 +125,22 @@ def _workers_from_env() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-def _event_sync_settings(every: str | None) -> EventSyncSettings | None:
-    """The background sync's settings from ``--sync-events-every`` (None: off); bad values are refused.
-    The service package (starlette) is imported only when serving."""
+def _event_sync_settings(every: str | None, source: str = "--sync-events-every") -> EventSyncSettings | None:
+    """The background sync's settings from ``--sync-events-every`` or the variable (None: off); bad values
+    are refused naming ``source``, where the value came from. The service package (starlette) is imported
+    only when serving."""
     from billingdb.service.background import EventSyncSettings
 
     if every is None or every.strip().lower() in ("", "off", "0"):
         return None
-    period = parse_duration(every)
+    given = f"{source}={every!r}" if not source.startswith("--") else f"{source} {every!r}"
+    try:
+        period = parse_duration(every)
+    except typer.BadParameter:
+        period = None
     if period is None or period < MIN_SYNC_PERIOD:
-        raise ConfigurationError(f"--sync-events-every {every!r}: give a period of at least 1m (5m, 1h, 1d)")
+        raise ConfigurationError(f"{given}: give a period of at least 1m (5m, 1h, 1d)")
     config = stripe_api.StripeConfig.from_env(max_network_retries=MAX_NETWORK_RETRIES)
     if config is None:
-        raise ConfigurationError("--sync-events-every needs a Stripe API key: set STRIPE_SECRET_KEY")
+        raise ConfigurationError(f"{source} needs a Stripe API key: set STRIPE_SECRET_KEY")
     return EventSyncSettings(stripe=config, every=period)

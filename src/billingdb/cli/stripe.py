@@ -111,7 +111,9 @@ def sync_events_command(
              "(Stripe keeps events 30 days). Default: the cursor (the newest event synced), else 3 days.")] = None,
     limit: Annotated[int | None, typer.Option(
         "--limit", min=1, metavar="N", show_default=False,
-        help="Apply at most this many events (the oldest); the next run continues from the cursor.")] = None,
+        help="Apply at most this many events (the oldest fetched); the next run continues from the cursor. "
+             "The table's events and new columns (and --json's by_type, new_by_type) still count every "
+             "event fetched; the outcomes count the events applied.")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Fetch and count by type, and how many are new; apply and record nothing.")] = False,
     api_key: ApiKey = None,
@@ -125,16 +127,18 @@ def sync_events_command(
 
     An event already received is a duplicate and changes nothing, so running it again is safe. The
     cursor (the newest event synced) moves with each committed batch: a run that stops half-way
-    continues from it. One sync at a time (a second one says so and exits 0). Exit 0 when every
+    continues from it. One sync at a time: a second one says so (with --json, {"skipped": true, "reason": ...})
+    and exits 0. Exit 0 when every
     event ended processed, duplicate, ignored, stale or pending; 1 when one failed or was invalid;
     2 for bad input, no or a refused API key, Stripe or the database unreachable.
     """
+    now = datetime.now(UTC)  # read once: --since 30d is exactly Stripe's 30 days, not a moment more
     start = None
     if since is not None:
         try:
-            start = parse_since(since)
+            start = parse_since(since, now)
             assert start is not None
-            event_sync.check_since(start, datetime.now(UTC))
+            event_sync.check_since(start, now)
         except (typer.BadParameter, ValueError) as exc:
             fail(str(exc))
     config = stripe_config(api_key, api_base)
@@ -142,13 +146,16 @@ def sync_events_command(
     with db.connect(choose(database_url, env).url) as conn:
         try:
             report = event_sync.sync_events(
-                conn, config.client(), since=start, limit=limit, dry_run=dry_run,
+                conn, config.client(), since=start, limit=limit, dry_run=dry_run, now=now,
                 on_fetch=progress.count if progress else None,
                 on_start=(lambda n: progress.start("applying", n)) if progress else None,
                 on_batch=progress.add if progress else None,
             )
         except event_sync.SyncBusy as exc:
-            typer.echo(str(exc), err=True)
+            if as_json:
+                print_json({"skipped": True, "reason": str(exc), "dry_run": dry_run})
+            else:
+                typer.echo(str(exc), err=True)
             raise typer.Exit(0) from None
         except stripe.StripeError as exc:
             stripe_failed(exc)
@@ -171,16 +178,19 @@ def sync_events_command(
 def _print_sync(report: event_sync.SyncReport, dry_run: bool) -> None:
     if report.cursor_too_old:
         typer.echo("note: the last sync is older than Stripe's 30 days of events; events before "
-                   f"{report.since:%Y-%m-%d %H:%M} UTC cannot be recovered from Stripe", err=True)
+                   f"{report.since.astimezone(UTC):%Y-%m-%d %H:%M} UTC cannot be recovered from Stripe", err=True)
     skipped = sum(report.skipped_types.values())
     other = f" ({skipped} of other types skipped)" if skipped else ""
-    typer.echo(f"Stripe events since {report.since:%Y-%m-%d %H:%M:%S} UTC: {report.fetched} to sync{other}")
+    typer.echo(f"Stripe events since {report.since.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC: {report.fetched} to sync{other}")
     if report.by_type:
         typer.echo(f"{'type':<36} {'events':>7} {'new':>7}")
         for kind in sorted(report.by_type):
             typer.echo(f"{kind:<36} {report.by_type[kind]:>7} {report.new_by_type[kind]:>7}")
     if dry_run:
         typer.echo(f"dry run: {sum(report.new_by_type.values())} new, nothing applied")
+        if report.remaining:
+            applied = report.fetched - report.remaining
+            typer.echo(f"--limit would apply the {applied} oldest and leave {report.remaining} for the next run")
         return
     parts = ", ".join(f"{n} {status}" for status, n in sorted(report.outcomes.items(), key=lambda kv: -kv[1]))
     typer.echo(f"{sum(report.outcomes.values())} events: {parts or 'nothing to do'}")
@@ -270,20 +280,6 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-#: Stripe's zero-decimal currencies: their amounts are not in cents.
-_ZERO_DECIMAL = frozenset({"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd",
-                           "vuv", "xaf", "xof", "xpf"})
-
-
-def _amount(amount: Any, currency: Any) -> str:
-    """An amount in the currency's smallest unit, as an operator reads it (29.99 usd, 500 jpy)."""
-    if not isinstance(amount, int) or isinstance(amount, bool):
-        return "-"
-    code = str(currency or "").lower()
-    value = str(amount) if code in _ZERO_DECIMAL else f"{amount / 100:.2f}"
-    return f"{value} {code}".strip()
-
-
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     for row in (header, *rows):
@@ -314,7 +310,7 @@ def _print_subscription_sync(report: stripe_subscriptions.SubscriptionSync) -> N
         typer.echo(f"Paid invoices without an allocation: {len(report.invoices)}")
         rows = []
         for inv in report.invoices:
-            paid = _amount(inv.get("amount_paid"), inv.get("currency"))
+            paid = stripe_api.format_amount(inv.get("amount_paid"), inv.get("currency"))
             allocation = inv.get("allocation") or {}
             result = inv["result"]
             if inv["applied"] and allocation:
