@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 import stripe
 
-from billingdb import db
+from billingdb import db, stripe_api
 from billingdb.errors import BillingError, InvalidArgument
 from billingdb.stripe_api import HANDLED_EVENT_TYPES, describe_error
 
@@ -33,7 +33,6 @@ __all__ = [
     "BATCH_SIZE",
     "DEFAULT_WINDOW",
     "RETENTION",
-    "MalformedPage",
     "SyncBusy",
     "SyncReport",
     "batches",
@@ -62,10 +61,6 @@ RATE_LIMIT_BACKOFF = 0.5
 
 class SyncBusy(BillingError):
     """Another session is syncing (the sync's advisory lock is held)."""
-
-
-class MalformedPage(BillingError):
-    """A page of Stripe's event list that does not hold events: nothing is applied."""
 
 
 @dataclass
@@ -156,7 +151,7 @@ def fetch_events(
     oldest first once all are fetched (by ``created``; within one second in Stripe's order, which billingdb's
     ordering rules do not need). A 429 backs off and asks again for the page after the last event received
     (the library retries network errors and 5xx itself). Raises ``stripe.StripeError``, or
-    :class:`MalformedPage` when an answer is not a list page (``data`` missing or not an array, a body that
+    :class:`stripe_api.MalformedAnswer` when an answer is not a list page (``data`` missing or not an array, a body that
     is not an object) or an element of a page is not an event.
     """
     wanted = frozenset(types)
@@ -178,11 +173,12 @@ def fetch_events(
             time.sleep(RATE_LIMIT_BACKOFF * 2 ** (rate_limited - 1))
             continue
         rate_limited = 0
-        data, has_more = _page(answer)
+        page = answer.to_dict(for_json=True) if isinstance(answer, stripe.StripeObject) else answer
+        data, has_more = stripe_api.list_page(page, "/v1/events", "event list")
         for item in data:
             event = _event_dict(item)
             if event["id"] in ids:  # a page served again: stop rather than page forever
-                raise MalformedPage(f"Stripe's event list repeats {event['id'][:80]}")
+                raise stripe_api.MalformedAnswer(f"Stripe's event list repeats {event['id'][:80]}")
             ids.add(event["id"])
             last_id = event["id"]
             seen += 1
@@ -199,24 +195,9 @@ def fetch_events(
     return events, skipped
 
 
-def _page(answer: Any) -> tuple[list[Any], bool]:
-    """A page of Stripe's event list: its elements and has_more; MalformedPage when the answer is not a list
-    page (not an object, no ``data`` array, no ``has_more`` boolean, or empty yet saying it has more)."""
-    page = answer.to_dict(for_json=True) if isinstance(answer, stripe.StripeObject) else answer
-    if not isinstance(page, dict) or page.get("object") != "list":
-        raise MalformedPage(f"Stripe's answer to GET /v1/events is not a list page: {str(page)[:80]!r}")
-    data, has_more = page.get("data"), page.get("has_more")
-    if not isinstance(data, list) or not isinstance(has_more, bool):
-        raise MalformedPage("Stripe's event list page has no data array or no has_more boolean: "
-                            f"{str(page)[:80]!r}")
-    if has_more and not data:
-        raise MalformedPage("Stripe's event list page is empty but says it has more")
-    return data, has_more
-
-
 def _event_dict(event: Any) -> dict[str, Any]:
     """A listed event as a dict as Stripe sent it (the library makes Decimals of decimal strings: back to
-    strings); MalformedPage when it is not an event (no id, type or integer created)."""
+    strings); stripe_api.MalformedAnswer when it is not an event (no id, type or integer created)."""
     data = event.to_dict(for_json=True) if isinstance(event, stripe.StripeObject) else event
     if (
         not isinstance(data, dict)
@@ -225,7 +206,7 @@ def _event_dict(event: Any) -> dict[str, Any]:
         or not isinstance(data.get("created"), int)
         or isinstance(data.get("created"), bool)
     ):
-        raise MalformedPage(f"Stripe's event list holds something that is not an event: {str(data)[:120]}")
+        raise stripe_api.MalformedAnswer(f"Stripe's event list holds something that is not an event: {str(data)[:120]}")
     return data
 
 
@@ -269,7 +250,7 @@ def sync_events(
         except stripe.StripeError as exc:
             error = describe_error(exc)[:500]
             raise
-        except MalformedPage as exc:
+        except stripe_api.MalformedAnswer as exc:
             error = str(exc)
             raise
         report.fetched = len(events)

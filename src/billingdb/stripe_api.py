@@ -16,7 +16,12 @@ from typing import Any
 
 import stripe
 
-__all__ = ["HANDLED_EVENT_TYPES", "ZERO_DECIMAL_CURRENCIES", "StripeConfig", "describe_error", "format_amount"]
+from billingdb.errors import BillingError
+
+__all__ = [
+    "HANDLED_EVENT_TYPES", "ZERO_DECIMAL_CURRENCIES", "MalformedAnswer", "StripeConfig", "describe_error",
+    "format_amount", "list_page",
+]
 
 #: The event types process_stripe_event acts on (the README's table; the Stripe endpoint's list).
 #: Any other type is recorded and ``ignored``; the recovery commands do not fetch them.
@@ -38,6 +43,24 @@ HANDLED_EVENT_TYPES: tuple[str, ...] = (
     "charge.dispute.funds_reinstated",
     "charge.dispute.closed",
 )
+
+
+class MalformedAnswer(BillingError):
+    """Stripe's API answered with something that is not what it documents: nothing is applied or written."""
+
+
+def list_page(page: Any, path: str, what: str) -> tuple[list[Any], bool]:
+    """The items and has_more of a list page (plain JSON data) Stripe answered ``path`` with (``what``:
+    e.g. "event list"); MalformedAnswer when it is not one: not a list object, no ``data`` array, no
+    ``has_more`` boolean, or empty yet saying it has more (paging on would never end)."""
+    if not isinstance(page, dict) or page.get("object") != "list":
+        raise MalformedAnswer(f"Stripe's answer to GET {path} is not a list page: {str(page)[:80]!r}")
+    data, has_more = page.get("data"), page.get("has_more")
+    if not isinstance(data, list) or not isinstance(has_more, bool):
+        raise MalformedAnswer(f"Stripe's {what} page has no data array or no has_more boolean: {str(page)[:80]!r}")
+    if has_more and not data:
+        raise MalformedAnswer(f"Stripe's {what} page is empty but says it has more")
+    return data, has_more
 
 
 #: Stripe's zero-decimal currencies: their amounts are in the currency's unit, not in hundredths

@@ -29,13 +29,12 @@ from typing import Any
 
 import stripe
 
+from billingdb import stripe_api
 from billingdb.client import BillingClient, Plan
-from billingdb.errors import BillingError
 
 __all__ = [
     "MAX_CREDITS",
     "Change",
-    "MalformedResponse",
     "PlanSync",
     "Skipped",
     "fetch_prices",
@@ -51,10 +50,6 @@ PAGE_SIZE = 100
 INTERVALS = ("day", "week", "month", "year")
 CHANGE_POLICIES = ("difference", "full", "none")
 NAME_MAX = 200
-
-
-class MalformedResponse(BillingError):
-    """Stripe's answer is not the list of prices its API documents (nothing was written)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +90,7 @@ def fetch_prices(client: stripe.StripeClient) -> list[dict[str, Any]]:
     """Every price in the account (active or not), its product expanded, as plain dicts.
 
     Pages with ``starting_after`` and checks each page's shape. Raises ``stripe.StripeError``
-    when Stripe fails or answers with something that is not JSON, :class:`MalformedResponse`
+    when Stripe fails or answers with something that is not JSON, :class:`stripe_api.MalformedAnswer`
     when the JSON is not a list of prices.
     """
     prices: list[dict[str, Any]] = []
@@ -106,30 +101,25 @@ def fetch_prices(client: stripe.StripeClient) -> list[dict[str, Any]]:
         data, has_more = _page(page)
         for price in data:
             if price["id"] in seen:
-                raise MalformedResponse(f"Stripe's list of prices repeats {price['id']}")
+                raise stripe_api.MalformedAnswer(f"Stripe's list of prices repeats {price['id']}")
             seen.add(price["id"])
         prices.extend(data)
         if not has_more:
             return prices
         if not data:
-            raise MalformedResponse("Stripe's list of prices says has_more with an empty page")
+            raise stripe_api.MalformedAnswer("Stripe's list of prices says has_more with an empty page")
         params = {**params, "starting_after": data[-1]["id"]}
 
 
 def _page(page: Any) -> tuple[list[dict[str, Any]], bool]:
-    """A page's prices and has_more, or MalformedResponse."""
+    """A page's prices and has_more, or MalformedAnswer."""
     raw = page.to_dict() if isinstance(page, stripe.StripeObject) else page
-    if not isinstance(raw, dict) or raw.get("object") != "list":
-        raise MalformedResponse(f"Stripe's answer to GET /v1/prices is not a list object: {_excerpt(raw)}")
-    data, has_more = raw.get("data"), raw.get("has_more")
-    if not isinstance(data, list) or not isinstance(has_more, bool):
-        raise MalformedResponse("Stripe's list of prices has no data array or no has_more boolean: "
-                                f"{_excerpt(raw)}")
+    data, has_more = stripe_api.list_page(raw, "/v1/prices", "price list")
     for price in data:
         if (not isinstance(price, dict) or price.get("object") != "price" or not isinstance(price.get("id"), str)
                 or not isinstance(price.get("active"), bool) or not isinstance(price.get("product"), dict)
                 or not isinstance(price.get("metadata"), dict)):
-            raise MalformedResponse(f"Stripe's list of prices holds something that is not a price with its "
+            raise stripe_api.MalformedAnswer(f"Stripe's list of prices holds something that is not a price with its "
                                     f"product: {_excerpt(price)}")
     return data, has_more
 
@@ -239,7 +229,7 @@ def _wanted(price: Mapping[str, Any], old: Plan | None) -> Plan | Skipped:
 def sync_plans(billing: BillingClient, client: stripe.StripeClient, *, dry_run: bool = False) -> PlanSync:
     """Fetch every price, compare with the plans, and write the changes in one transaction (unless dry_run).
 
-    Raises ``stripe.StripeError`` or :class:`MalformedResponse` before anything is written.
+    Raises ``stripe.StripeError`` or :class:`stripe_api.MalformedAnswer` before anything is written.
     """
     prices = fetch_prices(client)
     sync = plan_changes(prices, billing.list_plans())

@@ -6,7 +6,7 @@ and customer.
 
 1. ``GET /v1/subscriptions`` (``status=all``; one customer's with ``customer``), each with its latest
    invoice expanded, is fetched whole and checked before anything is compared: a malformed page
-   raises :class:`MalformedListing` and nothing is written.
+   raises :class:`stripe_api.MalformedAnswer` and nothing is written.
 2. Each subscription goes through ``sync_stripe_subscription`` without applying: the database reads
    it in either API shape (the 2017 ``plan`` and ``subscription.current_period_*``, or basil's
    periods on the items) and returns the drift, field by field. A malformed object is a 22023 here,
@@ -37,12 +37,10 @@ from typing import Any
 import psycopg
 import stripe
 
-from billingdb import db
-from billingdb.errors import BillingError
+from billingdb import db, stripe_api
 
 __all__ = [
     "DONE_RESULTS",
-    "MalformedListing",
     "SubscriptionSync",
     "fetch_subscriptions",
     "observed_now",
@@ -56,10 +54,6 @@ PAGE_SIZE = 100
 DONE_RESULTS = frozenset({"in_sync", "ignored", "created", "updated", "unchanged"})
 #: sync_stripe_invoice results that are a paid invoice without its allocation (before or after an apply).
 INVOICE_FOUND = frozenset({"unallocated", "not_linked", "failed"})
-
-
-class MalformedListing(BillingError):
-    """Stripe's API answered with something that is not a page of subscriptions (or invoices)."""
 
 
 @dataclass
@@ -122,25 +116,12 @@ def _plain(value: Any) -> Any:
     return value.to_dict() if isinstance(value, stripe.StripeObject) else value
 
 
-def _page(answer: Any, kind: str) -> tuple[list[Any], bool]:
-    """A list page's items and has_more; MalformedListing when it is not one."""
-    page = _plain(answer)
-    if not isinstance(page, dict) or page.get("object") != "list":
-        raise MalformedListing(f"Stripe's {kind} listing is not a list page (got {str(page)[:80]!r})")
-    data, has_more = page.get("data"), page.get("has_more")
-    if not isinstance(data, list) or not isinstance(has_more, bool):
-        raise MalformedListing(f"Stripe's {kind} page has no data list or no has_more flag")
-    if has_more and not data:
-        raise MalformedListing(f"Stripe's {kind} page is empty but says it has more")
-    return data, has_more
-
-
 def _check_object(item: Any, kind: str, prefix: str) -> dict[str, Any]:
     if not isinstance(item, dict) or item.get("object") != kind:
-        raise MalformedListing(f"Stripe's listing holds something that is not a {kind}: {str(item)[:80]!r}")
+        raise stripe_api.MalformedAnswer(f"Stripe's listing holds something that is not a {kind}: {str(item)[:80]!r}")
     object_id = item.get("id")
     if not isinstance(object_id, str) or not object_id.startswith(prefix) or len(object_id) <= len(prefix):
-        raise MalformedListing(f"a {kind} in Stripe's listing has no {prefix}... id (id={object_id!r})")
+        raise stripe_api.MalformedAnswer(f"a {kind} in Stripe's listing has no {prefix}... id (id={object_id!r})")
     return item
 
 
@@ -153,14 +134,16 @@ def fetch_subscriptions(
     """Every subscription (any status; one customer's when given), each with ``latest_invoice`` an invoice
     object or None, in Stripe's order (newest first).
 
-    Raises ``stripe.StripeError`` (refused key, unreachable, an error answer) and :class:`MalformedListing`.
+    Raises ``stripe.StripeError`` (refused key, unreachable, an error answer) and :class:`stripe_api.MalformedAnswer`.
     """
     params: dict[str, Any] = {"status": "all", "limit": PAGE_SIZE, "expand": ["data.latest_invoice"]}
     if customer is not None:
         params["customer"] = customer
     subscriptions: list[dict[str, Any]] = []
     while True:
-        data, has_more = _page(client.v1.subscriptions.list(params=params), "subscriptions")
+        data, has_more = stripe_api.list_page(
+            _plain(client.v1.subscriptions.list(params=params)), "/v1/subscriptions", "subscription list"
+        )
         subscriptions.extend(_check_object(item, "subscription", "sub_") for item in data)
         if on_page is not None:
             on_page(len(subscriptions))
@@ -219,7 +202,7 @@ def sync_subscriptions(
 
     ``conn`` must be in autocommit mode (one transaction per write). Everything is fetched and compared
     before the first write: a Stripe failure (``stripe.StripeError``), a malformed listing
-    (:class:`MalformedListing`) or a malformed object (:class:`billingdb.errors.InvalidArgument`, 22023)
+    (:class:`stripe_api.MalformedAnswer`) or a malformed object (:class:`billingdb.errors.InvalidArgument`, 22023)
     raises with nothing written.
     """
     observed_at = observed_at or observed_now()

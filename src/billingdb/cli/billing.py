@@ -15,7 +15,7 @@ from typing import Annotated
 import stripe
 import typer
 
-from billingdb import stripe_plans
+from billingdb import stripe_api, stripe_plans
 from billingdb.cli.options import AsJson, DatabaseUrl, EnvName, open_client, print_json
 from billingdb.cli.stripe import ApiBase, ApiKey, fail, stripe_config, stripe_failed
 from billingdb.stripe_api import format_amount
@@ -208,7 +208,7 @@ def plans_sync(
         except stripe.StripeError as exc:
             stripe_failed(exc)
             raise  # unreachable: stripe_failed exits
-        except stripe_plans.MalformedResponse as exc:
+        except stripe_api.MalformedAnswer as exc:
             fail(f"{exc}; nothing was written")
             raise
     if as_json:

@@ -160,7 +160,7 @@ def sync_events_command(
         except stripe.StripeError as exc:
             stripe_failed(exc)
             raise  # unreachable: stripe_failed exits
-        except event_sync.MalformedPage as exc:
+        except stripe_api.MalformedAnswer as exc:
             fail(str(exc))
         finally:
             if progress:
@@ -245,7 +245,7 @@ def sync_subscriptions_command(
         except stripe.StripeError as exc:
             stripe_failed(exc)
             raise  # unreachable: stripe_failed exits
-        except stripe_subscriptions.MalformedListing as exc:
+        except stripe_api.MalformedAnswer as exc:
             fail(f"{exc}; nothing was written")
             raise  # unreachable: fail exits
         except InvalidArgument as exc:
