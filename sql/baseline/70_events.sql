@@ -2073,7 +2073,7 @@ BEGIN
     -- Only the session that began the sync ends it (and records its run).
     IF NOT billingdb._stripe_event_sync_running_here() THEN
         RAISE EXCEPTION 'finish_stripe_event_sync: no sync is running in this session'
-            USING ERRCODE = '55000', HINT = 'Call begin_stripe_event_sync first, in the same session.';
+            USING ERRCODE = 'BD031', HINT = 'Call begin_stripe_event_sync first, in the same session.';
     END IF;
     -- Without counts (a dry run) nothing is recorded: the lock is released.
     IF finish_stripe_event_sync.counts IS NOT null THEN
@@ -2103,7 +2103,7 @@ COMMENT ON FUNCTION public.finish_stripe_event_sync(timestamptz, jsonb, text) IS
 'error; a run without error sets last_succeeded_at) and releases the sync''s lock. With counts null (a dry run) it '
 'only releases the lock. Returns the sync row {cursor_created, cursor_event_id, last_started_at, last_finished_at, '
 'last_succeeded_at, last_error, last_counts}, {} before any. Errors: 22023 when counts is not a JSON object, error is '
-'longer than 1000 characters, or started_at is null, infinite or in the future (with counts); 55000 when this '
+'longer than 1000 characters, or started_at is null, infinite or in the future (with counts); BD031 when this '
 'session did not begin a sync (nothing is recorded).';
 
 REVOKE ALL ON FUNCTION public.finish_stripe_event_sync(timestamptz, jsonb, text) FROM public, anon, authenticated;

@@ -26,6 +26,7 @@ __all__ = [
     "SubscriptionConflict",
     "LedgerAppendOnly",
     "UnknownStripeEvent",
+    "SyncNotRunning",
     "CronUnavailable",
     "CronNotPermitted",
     "UnknownCreditHold",
@@ -86,6 +87,12 @@ class UnknownStripeEvent(BillingError):
     """A Stripe event id that was never received (SQLSTATE BD030)."""
 
     sqlstate = "BD030"
+
+
+class SyncNotRunning(BillingError):
+    """finish_stripe_event_sync in a session that did not begin an Events API sync (SQLSTATE BD031)."""
+
+    sqlstate = "BD031"
 
 
 class UnknownTransaction(BillingError):
@@ -172,6 +179,7 @@ SQLSTATES: dict[str, tuple[type[BillingError], str]] = {
     "BD013": (SubscriptionConflict, "the subscription belongs to another user or customer"),
     "BD014": (LedgerAppendOnly, "credit_transactions is append-only: correct with a new entry"),
     "BD030": (UnknownStripeEvent, "unknown Stripe event: no event with that id was received"),
+    "BD031": (SyncNotRunning, "no Events API sync is running in this session: begin_stripe_event_sync first"),
     "BD050": (CronUnavailable, "pg_cron is not installed in this database: use `billingdb maintenance run`"),
     "BD051": (CronNotPermitted, "pg_cron is installed but this role may not use it: GRANT USAGE ON SCHEMA cron"),
     "BD070": (UnknownCreditHold, "unknown credit hold id"),

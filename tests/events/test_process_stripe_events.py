@@ -144,8 +144,9 @@ def test_only_the_session_that_began_a_sync_finishes_it_and_it_begins_once(conne
     assert syncing.execute(begin).fetchone()["r"] == {
         "started": False, "reason": "a sync is already running in this session"}
     for counts in (Jsonb({"processed": 1}), None):
-        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="no sync is running in this session"):
+        with pytest.raises(psycopg.Error, match="no sync is running in this session") as refused:
             other.execute(finish, (started, counts))
+        assert refused.value.sqlstate == "BD031"
     assert other.execute("SELECT count(*) AS n FROM billingdb.stripe_event_sync").fetchone()["n"] == 0
     assert other.execute(begin).fetchone()["r"] == {"started": False, "reason": "another sync is running"}
     # One finish ends the one begin: the lock is free for another session at once.
