@@ -2031,6 +2031,7 @@ BEGIN
         'started', true,
         'cursor_created', v_row.cursor_created,
         'cursor_event_id', v_row.cursor_event_id,
+        'last_started_at', v_row.last_started_at,
         'last_succeeded_at', v_row.last_succeeded_at
     );
 END
@@ -2038,7 +2039,8 @@ $function$;
 
 COMMENT ON FUNCTION public.begin_stripe_event_sync() IS
 'Contract: starts an Events API sync in this session by taking the sync''s session advisory lock without waiting; '
-'writes nothing. Returns {started: true, cursor_created, cursor_event_id, last_succeeded_at} (null before the first '
+'writes nothing. Returns {started: true, cursor_created, cursor_event_id, last_started_at, last_succeeded_at} (null '
+'before the first '
 'sync), or {started: false, reason} when another session is syncing or this one already is. Call '
 'finish_stripe_event_sync when done; a '
 'session that ends releases the lock.';

@@ -251,3 +251,9 @@ SELECT
     r.table_name,
     r.row_count
 FROM billingdb._row_counts(%(tables)s::text[]) AS r;
+
+-- name: service_health
+-- The server's version, and whether billingdb's schema is installed (its webhook entry point exists).
+SELECT
+    pg_catalog.version() AS version,
+    pg_catalog.to_regprocedure('public.process_stripe_event(jsonb)') IS NOT null AS schema;

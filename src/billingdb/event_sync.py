@@ -34,6 +34,7 @@ __all__ = [
     "DEFAULT_WINDOW",
     "RETENTION",
     "SyncBusy",
+    "SyncNotDue",
     "SyncReport",
     "batches",
     "check_since",
@@ -57,6 +58,10 @@ DEFAULT_WINDOW = timedelta(days=3)
 #: A 429 (Stripe's rate limit) waits 0.5 s, 1 s, 2 s ... before resuming, this many times.
 RATE_LIMIT_RETRIES = 5
 RATE_LIMIT_BACKOFF = 0.5
+
+
+class SyncNotDue(BillingError):
+    """The last sync (of any process) started less than the period ago: this turn is skipped."""
 
 
 class SyncBusy(BillingError):
@@ -222,6 +227,7 @@ def sync_events(
     on_fetch: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    not_within: timedelta | None = None,
 ) -> SyncReport:
     """One sync: from ``since`` (else the cursor, else 3 days ago), applying at most ``limit`` events, oldest first.
 
@@ -229,7 +235,8 @@ def sync_events(
     ``outcomes`` counts the events applied and ``remaining`` those the limit left for the next run.
     Holds the sync's lock for the whole run (:class:`SyncBusy` when another runs). A dry run applies
     nothing and records nothing; it counts what is new. A Stripe failure is recorded as the run's
-    error and raised.
+    error and raised. With ``not_within``: :class:`SyncNotDue` (nothing done or recorded) when the last
+    recorded run, by any process, started less than that long ago (one schedule for many workers).
     """
     started = datetime.now(UTC)
     now = now or started
@@ -238,6 +245,11 @@ def sync_events(
     begun = db.query(conn, "begin_stripe_event_sync")
     if not begun.get("started"):
         raise SyncBusy(f"another Events API sync is running ({begun.get('reason')}); nothing was done")
+    if not_within is not None and begun.get("last_started_at"):
+        last = datetime.fromisoformat(str(begun["last_started_at"])).astimezone(UTC)
+        if started - last < not_within:
+            db.query(conn, "finish_stripe_event_sync", {"started_at": started, "counts": None, "error": None})
+            raise SyncNotDue(f"the last Events API sync started {(started - last).total_seconds():.0f} s ago")
     report = SyncReport(since=since or now - DEFAULT_WINDOW)
     if since is None and begun.get("cursor_created"):
         report.since = datetime.fromisoformat(str(begun["cursor_created"])).astimezone(UTC)

@@ -466,6 +466,31 @@ def test_serve_syncs_in_the_background_one_sync_at_a_time(
         assert job.runs == runs  # stopped with the service
 
 
+def test_workers_keep_one_schedule_not_one_each(
+    conn: psycopg.Connection[Any], database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by review: with --workers 2 each worker's thread synced once a period, so Stripe saw N syncs
+    a period. A turn that finds the last run (of any worker) started less than the period ago skips."""
+    from billingdb.service.background import EventSyncJob
+
+    setup_plans(conn)
+    world = StripeWorld()
+    with EventsApi(world.new_subscription()) as api:
+        settings = EventSyncSettings(stripe=StripeConfig(api_key=KEY, api_base=api.url, max_network_retries=0),
+                                     every=timedelta(minutes=1))
+        first, second = EventSyncJob(database_url, settings), EventSyncJob(database_url, settings)
+        assert first.run_once() is not None
+        asked, recorded = len(api.requests), sync_row(conn)
+        with caplog.at_level("DEBUG", logger="billingdb.service.event_sync"):
+            assert second.run_once() is None  # the other worker's turn, seconds later: not due
+        assert len(api.requests) == asked and sync_row(conn) == recorded
+        assert any("not due" in r.getMessage() for r in caplog.records)
+        # A period later (the last run moved back a minute), the next turn, whichever worker's, runs.
+        conn.execute("UPDATE billingdb.stripe_event_sync SET last_started_at = last_started_at - interval '1 minute'")
+        assert second.run_once() is not None and len(api.requests) > asked
+    assert world_state(conn, world.user_id, world.customer_id)["balance"] == 30
+
+
 @pytest.mark.parametrize(("args", "env", "message"), [
     (["--sync-events-every", "10s"], {"STRIPE_SECRET_KEY": KEY}, "--sync-events-every '10s': give a period of at least 1m"),
     (["--sync-events-every", "often"], {"STRIPE_SECRET_KEY": KEY}, "--sync-events-every 'often': give a period"),

@@ -110,7 +110,8 @@ def test_one_sync_at_a_time_and_a_session_that_ends_releases_it(connect: Any) ->
     first, second = connect(), connect()
     begin = "SELECT public.begin_stripe_event_sync() AS r"
     assert first.execute(begin).fetchone()["r"] == {
-        "started": True, "cursor_created": None, "cursor_event_id": None, "last_succeeded_at": None}
+        "started": True, "cursor_created": None, "cursor_event_id": None, "last_started_at": None,
+        "last_succeeded_at": None}
     assert second.execute(begin).fetchone()["r"] == {"started": False, "reason": "another sync is running"}
     started = datetime.now(UTC) - timedelta(seconds=5)
     done = first.execute("SELECT public.finish_stripe_event_sync(%s, %s, null) AS r",

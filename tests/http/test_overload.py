@@ -83,3 +83,36 @@ def test_past_max_in_flight_deliveries_get_a_fast_503_and_none_is_lost(
     assert conn.execute("SELECT count(*) AS n FROM public.stripe_events WHERE NOT processed").fetchone()["n"] == 0
     for w in worlds:
         assert world_state(conn, w.user_id, w.customer_id)["balance"] == 30
+
+
+def test_stalled_senders_do_not_take_the_deliveries_slots(conn: psycopg.Connection[Any], database_url: str) -> None:
+    """Found by review: a request took a slot before its body arrived, so two idle connections held
+    --max-in-flight 2 and every real delivery got 503. Now only a delivery whose body has arrived counts,
+    and a body that does not arrive within body_timeout is a 408."""
+    import socket
+
+    setup_plans(conn)
+    world = StripeWorld(user_in_metadata=True)
+    app = service.create_app(service.ServiceSettings(
+        database_url=database_url, webhook=webhooks.WebhookConfig(secrets=(SECRET,)), pool_max=2, max_in_flight=2,
+        body_timeout=2.0,
+    ))
+    with uvicorn_server(app) as url, httpx.Client(timeout=30) as client:
+        host, port = url.removeprefix("http://").split(":")
+        stalled = []
+        for _ in range(4):  # more stalled senders than slots, each with a partial body and no signature
+            s = socket.create_connection((host, int(port)))
+            s.sendall(f"POST {service.WEBHOOK_PATH} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                      "Content-Length: 1000\r\n\r\n{\"id\":".encode())
+            stalled.append(s)
+        time.sleep(0.3)
+        started = time.monotonic()
+        statuses = [_deliver(url, event, client)[0] for event in world.new_subscription()]
+        assert statuses == [200] * len(statuses)
+        assert time.monotonic() - started < 2.0  # they did not wait for the stalled bodies
+        for s in stalled:
+            s.settimeout(10)
+            answer = s.recv(4096).decode()
+            assert answer.startswith("HTTP/1.1 408") and "body_timeout" in answer, answer
+            s.close()
+    assert world_state(conn, world.user_id, world.customer_id)["balance"] == 30

@@ -283,11 +283,23 @@ def test_healthz_and_webhook_when_the_database_is_down() -> None:
     with TestClient(service.create_app(settings)) as c:
         r = c.get("/healthz")
         assert r.status_code == 503 and r.json()["status"] == "unavailable"
+        # The real cause, not the pool's "couldn't get a connection after 0.50 sec".
+        assert "refused" in r.json()["database"] and "couldn't get a connection" not in r.json()["database"], r.text
         body = encode(StripeWorld().event("plan.created", {"id": "price_z", "object": "plan"}))
         # Refused requests never need the database; valid ones fail with a 5xx so Stripe retries.
         assert post(c, body, signature=None).status_code == 400
         r = post(c, body)
         assert r.status_code == 503 and r.json()["error"] == "database_unavailable"
+
+
+def test_healthz_is_503_on_a_database_without_billingdbs_schema(empty_database_url: str) -> None:
+    """Found by review: /healthz said ok on a database where every webhook failed with a 500 (no
+    process_stripe_event): a load balancer kept sending Stripe's deliveries there."""
+    settings = service.ServiceSettings(database_url=empty_database_url, webhook=webhooks.WebhookConfig(secrets=(SECRET,)))
+    with TestClient(service.create_app(settings)) as c:
+        r = c.get("/healthz")
+        assert r.status_code == 503 and r.json()["status"] == "unavailable"
+        assert "schema is not installed" in r.json()["database"] and "billingdb db upgrade" in r.json()["database"]
 
 
 def test_webhook_config_rejects_missing_secrets() -> None:

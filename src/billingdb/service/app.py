@@ -18,6 +18,7 @@ share the same process, pool and settings.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -25,8 +26,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -34,6 +36,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from billingdb import db, webhooks
+from billingdb.errors import DatabaseUnavailable
 from billingdb.service.background import EventSyncJob, EventSyncSettings
 
 __all__ = ["ServiceSettings", "create_app", "serve", "WEBHOOK_PATH"]
@@ -57,6 +60,8 @@ class ServiceSettings:
     #: delivery is answered 503 with Retry-After at once, and Stripe delivers it again later.
     #: None: twice pool_max.
     max_in_flight: int | None = None
+    #: Seconds a webhook body may take to arrive: a slower sender is answered 408 (Stripe sends at once).
+    body_timeout: float = 10.0
     #: Sync Stripe's Events API in the background (off when None): see billingdb.service.background.
     event_sync: EventSyncSettings | None = None
 
@@ -86,9 +91,21 @@ RETRY_AFTER_SECONDS = 5
 
 async def stripe_webhook(request: Request) -> JSONResponse:
     """Verify, validate and process one Stripe event (see billingdb.webhooks); 503 at once when
-    ``max_in_flight`` deliveries are being handled already (a bounded queue, not a growing one)."""
+    ``max_in_flight`` deliveries are being handled already (a bounded queue, not a growing one).
+
+    The body is read first, within ``body_timeout`` (408 after it), and only a delivery whose body has
+    arrived counts against ``max_in_flight``: slow or stalled senders, signed or not, cannot take the
+    slots of Stripe's deliveries."""
     settings: ServiceSettings = request.app.state.settings
     pool: ConnectionPool = request.app.state.pool
+    try:
+        body = await asyncio.wait_for(_read_body(request, settings.webhook.max_body), settings.body_timeout)
+    except webhooks.EventRejected as exc:
+        return _json(exc.outcome())
+    except TimeoutError:
+        return JSONResponse({"error": "body_timeout",
+                             "message": f"the body did not arrive within {settings.body_timeout:g} s"},
+                            status_code=408)
     limit = settings.max_in_flight or 2 * settings.pool_max
     if request.app.state.in_flight >= limit:
         return JSONResponse(
@@ -98,10 +115,6 @@ async def stripe_webhook(request: Request) -> JSONResponse:
     # The handler runs on the event loop: the counter needs no lock.
     request.app.state.in_flight += 1
     try:
-        try:
-            body = await _read_body(request, settings.webhook.max_body)
-        except webhooks.EventRejected as exc:
-            return _json(exc.outcome())
         outcome = await run_in_threadpool(
             webhooks.handle, pool.connection, body, request.headers.get("stripe-signature"), settings.webhook
         )
@@ -110,19 +123,43 @@ async def stripe_webhook(request: Request) -> JSONResponse:
         request.app.state.in_flight -= 1
 
 
-def _check_database(pool: ConnectionPool, timeout: float) -> str:
-    with pool.connection(timeout=timeout) as conn:
-        return str(db.query(conn, "server_version"))
+class SchemaMissing(Exception):
+    """The database answers, but billingdb's schema is not there (every webhook would fail)."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _check_database(pool: ConnectionPool, database_url: str, timeout: float) -> str:
+    """The server's version; SchemaMissing without billingdb's schema. When the pool has no connection
+    within ``timeout``, one direct connection attempt says why (refused, no such database, bad password)
+    instead of the pool's "couldn't get a connection"."""
+    try:
+        with pool.connection(timeout=timeout) as conn:
+            found = db.run(conn, "service_health")[0]
+    except PoolTimeout:
+        try:
+            with psycopg.connect(database_url, connect_timeout=max(1, round(timeout))) as direct:
+                db.query(direct, "server_version")
+        except psycopg.Error as exc:
+            raise DatabaseUnavailable(_first_line(exc)) from None
+        raise DatabaseUnavailable(f"no pooled connection was free within {timeout:g} s (the pool is busy)") from None
+    if not found["schema"]:
+        raise SchemaMissing("billingdb's schema is not installed in this database: run `billingdb db upgrade`")
+    return str(found["version"])
 
 
 async def healthz(request: Request) -> JSONResponse:
-    """200 when the database answers, 503 otherwise."""
+    """200 when the database answers and holds billingdb's schema, 503 otherwise (with the reason)."""
     settings: ServiceSettings = request.app.state.settings
     try:
-        version = await run_in_threadpool(_check_database, request.app.state.pool, settings.health_timeout)
+        version = await run_in_threadpool(
+            _check_database, request.app.state.pool, settings.database_url, settings.health_timeout
+        )
     except Exception as exc:  # any failure means unhealthy; say which
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return JSONResponse({"status": "unavailable", "database": message}, status_code=503)
+        return JSONResponse({"status": "unavailable", "database": _first_line(exc)}, status_code=503)
     return JSONResponse({"status": "ok", "database": version.split(" on ")[0]})
 
 

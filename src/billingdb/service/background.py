@@ -3,7 +3,9 @@
 Off by default. When on, a thread of the service runs one sync (:func:`billingdb.event_sync.sync_events`,
 from the cursor) shortly after start-up and then every period, on a connection of its own (the sync's
 session lock goes with it). Never two at once, across processes and hosts: a run that finds another
-sync holding the lock (another ``serve``, a cron job, an operator) skips its turn. A failed run is
+sync holding the lock (another ``serve``, a cron job, an operator) skips its turn, and so does one
+that finds the last run started less than the period ago, so ``--workers N`` syncs once a period,
+not N times. A failed run is
 logged and recorded in the database (``billingdb health`` shows the last run); the next one tries
 again. The service's requests never wait for it.
 """
@@ -45,6 +47,13 @@ class EventSyncJob:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="billingdb-event-sync", daemon=True)
 
+    @property
+    def due_after(self) -> timedelta:
+        """A run is skipped when the last one (of any worker or host) started less than this long ago:
+        N workers keep one schedule, not N. Nine tenths of the period, so that timer jitter does not
+        skip the worker whose turn it is."""
+        return self.settings.every * 0.9
+
     def start(self) -> None:
         self._thread.start()
 
@@ -63,9 +72,12 @@ class EventSyncJob:
         self.runs += 1
         try:
             with db.connect(self.database_url) as conn:
-                report = event_sync.sync_events(conn, self.settings.stripe.client())
+                report = event_sync.sync_events(conn, self.settings.stripe.client(), not_within=self.due_after)
         except event_sync.SyncBusy:
             log.info("stripe sync-events: skipped, another sync is running")
+            return None
+        except event_sync.SyncNotDue as exc:
+            log.debug("stripe sync-events: not due: %s", exc)
             return None
         except stripe.StripeError as exc:
             log.error("stripe sync-events failed: %s", describe_error(exc))
