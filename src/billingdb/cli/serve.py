@@ -31,7 +31,7 @@ def serve_command(
         typer.Option("--webhook-secret", help="Stripe endpoint secret (whsec_...); repeat during a rotation. "
                      "Default: $STRIPE_WEBHOOK_SECRET (comma-separated).", show_default=False),
     ] = None,
-    max_body: Annotated[int, typer.Option(help="Largest accepted webhook body in bytes (413 above).")] =
+    max_body: Annotated[int, typer.Option(min=1, help="Largest accepted webhook body in bytes (413 above).")] =
         webhooks.DEFAULT_MAX_BODY,
     workers: Annotated[int | None, typer.Option(
         min=1, max=64, metavar="N", show_default=False,
