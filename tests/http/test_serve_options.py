@@ -37,3 +37,24 @@ def test_max_body_below_one_is_refused(tmp_path: Path, value: str) -> None:
     """Was a traceback (ValueError: tolerance and max_body must be positive), exit 1."""
     result = _serve("--max-body", value, "--database-url", DOWN_URL, cwd=tmp_path)
     _refused(result, "--max-body", "1")
+
+
+def test_unknown_log_level_is_refused_and_the_levels_are_listed(tmp_path: Path) -> None:
+    """Was a traceback (KeyError: 'bogus') from uvicorn's logging set-up, exit 1."""
+    _refused(_serve("--log-level", "bogus", "--database-url", DOWN_URL, cwd=tmp_path), "--log-level", "bogus")
+    help_text = " ".join(_serve("--help", cwd=tmp_path).stdout.split())
+    assert "critical|error|warning|info|debug|trace" in help_text, help_text
+
+
+def test_log_level_is_case_insensitive(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from billingdb import service
+    from billingdb.cli import app
+
+    given: dict[str, object] = {}
+    monkeypatch.setattr(service, "serve", lambda settings, **options: given.update(options))
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", SECRET)
+    result = CliRunner().invoke(app, ["serve", "--workers", "1", "--log-level", "WARNING", "--database-url", DOWN_URL])
+    assert result.exit_code == 0, result.output
+    assert given["log_level"] == "warning"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from enum import Enum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -21,6 +22,17 @@ if TYPE_CHECKING:
 MIN_SYNC_PERIOD = timedelta(minutes=1)
 
 __all__ = ["serve_command"]
+
+
+class LogLevel(str, Enum):
+    """uvicorn's log levels (its own names, lower case)."""
+
+    critical = "critical"
+    error = "error"
+    warning = "warning"
+    info = "info"
+    debug = "debug"
+    trace = "trace"
 
 
 def serve_command(
@@ -42,7 +54,8 @@ def serve_command(
         min=1, metavar="N", show_default=False,
         help="Webhook deliveries handled at once; past it a delivery is answered 503 with Retry-After at once "
              "(Stripe delivers it again later). Default: twice --pool-size.")] = None,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    log_level: Annotated[LogLevel, typer.Option(
+        case_sensitive=False, help="uvicorn log level (any case).")] = LogLevel.info,
     jwt_jwks_url: Annotated[str | None, typer.Option(
         help="Application API: JWKS URL of the JWT issuer (Clerk: https://<frontend-api>/.well-known/jwks.json). "
              "Default: $BILLINGDB_JWT_JWKS_URL.", show_default=False)] = None,
@@ -94,6 +107,7 @@ def serve_command(
         stripe=stripe_api.StripeConfig.from_env(),
         generation=generation.GenerationConfig.from_env(generator=generator),
     )
+    level = log_level.value
     workers = workers or _workers_from_env()
     typer.echo(f"billingdb serve: http://{host}:{port}  database: {choice.source}  "
                f"webhook secrets: {len(secrets)}  workers: {workers}", err=True)
@@ -107,12 +121,12 @@ def serve_command(
         typer.echo(f"stripe sync-events: every {sync_events_every or os.environ.get('BILLINGDB_SYNC_EVENTS_EVERY')}"
                    " in the background", err=True)
     if workers == 1:
-        service.serve(settings, host=host, port=port, log_level=log_level,
+        service.serve(settings, host=host, port=port, log_level=level,
                       routes=api.routes(api_settings) if api_settings else ())
     else:
         from billingdb.service.workers import serve_workers
 
-        serve_workers(settings, api_settings, workers=workers, host=host, port=port, log_level=log_level)
+        serve_workers(settings, api_settings, workers=workers, host=host, port=port, log_level=level)
 
 
 def _workers_from_env() -> int:
