@@ -58,3 +58,11 @@ def test_log_level_is_case_insensitive(monkeypatch: pytest.MonkeyPatch) -> None:
     result = CliRunner().invoke(app, ["serve", "--workers", "1", "--log-level", "WARNING", "--database-url", DOWN_URL])
     assert result.exit_code == 0, result.output
     assert given["log_level"] == "warning"
+
+
+def test_a_database_url_psycopg_cannot_read_is_refused_at_start(tmp_path: Path) -> None:
+    """Was accepted: the server ran, logging `missing "=" after "not-a-url"` for every connection attempt."""
+    result = _serve("--database-url", "not-a-url", cwd=tmp_path, timeout=30)
+    _refused(result, "--database-url", 'missing "=" after "not-a-url"')
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
+    assert result.stderr.startswith("error: "), result.stderr
