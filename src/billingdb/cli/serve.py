@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 #: The shortest background sync period: Stripe's rate limits are per account, shared with the app.
 MIN_SYNC_PERIOD = timedelta(minutes=1)
+#: Seconds a stop waits for requests in progress (uvicorn's timeout_graceful_shutdown): less than the
+#: 30 s a container platform usually allows between SIGTERM and SIGKILL.
+DEFAULT_GRACEFUL_TIMEOUT = 25
 
 __all__ = ["serve_command"]
 
@@ -54,6 +57,11 @@ def serve_command(
         min=1, metavar="N", show_default=False,
         help="Webhook deliveries handled at once; past it a delivery is answered 503 with Retry-After at once "
              "(Stripe delivers it again later). Default: twice --pool-size.")] = None,
+    graceful_timeout: Annotated[int | None, typer.Option(
+        min=1, metavar="SECONDS", show_default=False,
+        help="On SIGTERM or SIGINT, stop accepting connections and wait at most SECONDS for the requests in "
+             "progress (a slow client's too), then cancel them and exit 0. Default: $BILLINGDB_GRACEFUL_TIMEOUT, "
+             f"else {DEFAULT_GRACEFUL_TIMEOUT}.")] = None,
     log_level: Annotated[LogLevel, typer.Option(
         case_sensitive=False, help="uvicorn log level (any case).")] = LogLevel.info,
     jwt_jwks_url: Annotated[str | None, typer.Option(
@@ -109,6 +117,7 @@ def serve_command(
     )
     level = log_level.value
     workers = workers or _workers_from_env()
+    graceful = graceful_timeout or _graceful_timeout_from_env()
     typer.echo(f"billingdb serve: http://{host}:{port}  database: {choice.source}  "
                f"webhook secrets: {len(secrets)}  workers: {workers}", err=True)
     if api_settings is None:
@@ -121,12 +130,13 @@ def serve_command(
         typer.echo(f"stripe sync-events: every {sync_events_every or os.environ.get('BILLINGDB_SYNC_EVENTS_EVERY')}"
                    " in the background", err=True)
     if workers == 1:
-        service.serve(settings, host=host, port=port, log_level=level,
+        service.serve(settings, host=host, port=port, log_level=level, timeout_graceful_shutdown=graceful,
                       routes=api.routes(api_settings) if api_settings else ())
     else:
         from billingdb.service.workers import serve_workers
 
-        serve_workers(settings, api_settings, workers=workers, host=host, port=port, log_level=level)
+        serve_workers(settings, api_settings, workers=workers, host=host, port=port, log_level=level,
+                      timeout_graceful_shutdown=graceful)
 
 
 def _workers_from_env() -> int:
@@ -137,6 +147,16 @@ def _workers_from_env() -> int:
             raise ConfigurationError(f"BILLINGDB_WORKERS={value!r}: give a number of worker processes from 1 to 64")
         return int(value)
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def _graceful_timeout_from_env() -> int:
+    """``BILLINGDB_GRACEFUL_TIMEOUT``, else :data:`DEFAULT_GRACEFUL_TIMEOUT`."""
+    value = os.environ.get("BILLINGDB_GRACEFUL_TIMEOUT", "").strip()
+    if not value:
+        return DEFAULT_GRACEFUL_TIMEOUT
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigurationError(f"BILLINGDB_GRACEFUL_TIMEOUT={value!r}: give a number of seconds, at least 1")
+    return int(value)
 
 
 def _event_sync_settings(every: str | None, source: str = "--sync-events-every") -> EventSyncSettings | None:
