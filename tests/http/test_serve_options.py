@@ -28,6 +28,7 @@ def _serve(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: fl
 def _refused(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.strip().count("\n") == 0, result.stderr
     for fragment in fragments:
         assert fragment in result.stderr, result.stderr
 
@@ -37,6 +38,12 @@ def test_max_body_below_one_is_refused(tmp_path: Path, value: str) -> None:
     """Was a traceback (ValueError: tolerance and max_body must be positive), exit 1."""
     result = _serve("--max-body", value, "--database-url", DOWN_URL, cwd=tmp_path)
     _refused(result, "--max-body", "1")
+
+
+@pytest.mark.parametrize("args", [("--workers", "0"), ("--pool-size", "0"), ("--graceful-timeout", "0"),
+                                  ("--no-such-option",)])
+def test_every_usage_error_is_one_line(tmp_path: Path, args: tuple[str, ...]) -> None:
+    _refused(_serve(*args, "--database-url", DOWN_URL, cwd=tmp_path), args[0])
 
 
 def test_unknown_log_level_is_refused_and_the_levels_are_listed(tmp_path: Path) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
 from billingdb import stripe_api, webhooks
 from billingdb.cli.events import parse_duration
@@ -24,7 +25,29 @@ MIN_SYNC_PERIOD = timedelta(minutes=1)
 #: 30 s a container platform usually allows between SIGTERM and SIGKILL.
 DEFAULT_GRACEFUL_TIMEOUT = 25
 
-__all__ = ["serve_command"]
+__all__ = ["serve_command", "ServeCommand"]
+
+
+#: click's UsageError, from whichever click typer uses (newer typers carry their own copy).
+UsageError: type[Exception] = typer.BadParameter.__base__  # type: ignore[assignment]
+
+
+class OneLineUsageError(UsageError):  # type: ignore[misc,valid-type]
+    """A bad option of ``billingdb serve`` as one line, ``error: ...`` (click's own is four)."""
+
+    def show(self, file: Any = None) -> None:
+        typer.echo(f"error: {self.format_message().rstrip('.')}; see billingdb serve --help", err=True)
+
+
+class ServeCommand(TyperCommand):
+    """``billingdb serve``, whose usage errors (an option's value out of range, an unknown log level,
+    an unknown option) are one line and exit 2, as its other start-up errors are."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except UsageError as exc:
+            raise OneLineUsageError(exc.format_message()) from None
 
 
 class LogLevel(str, Enum):
