@@ -110,7 +110,10 @@ def serve_command(
 ) -> None:
     """Run the HTTP service: POST /stripe/webhook and GET /healthz; with a JWT key configured, also the
     application API (POST /stripe/checkout/session, GET /stripe/subscription/state,
-    POST /stories/generate-with-credits, GET /openapi.json)."""
+    POST /stories/generate-with-credits, GET /openapi.json).
+
+    Exits 0 after a graceful stop (SIGTERM or SIGINT; see --graceful-timeout); bad input is one line,
+    exit 2."""
     from billingdb import service
     from billingdb.service import api, auth, generation
 
