@@ -88,7 +88,27 @@ def choose_database(
     *,
     start_embedded: bool = True,
 ) -> DatabaseChoice:
-    """Return the database to use, following the documented precedence."""
+    """Return the database to use, following the documented precedence.
+
+    A URL psycopg cannot parse is refused here, naming where it came from (ConfigurationError), so
+    that no command starts on it; a well-formed URL whose server is down is not checked here.
+    """
+    return _readable(_choose_database(database_url, env, start_embedded=start_embedded))
+
+
+def _readable(choice: DatabaseChoice) -> DatabaseChoice:
+    """The choice, if psycopg (libpq) can parse its URL."""
+    from psycopg import conninfo
+
+    try:
+        conninfo.conninfo_to_dict(choice.url)
+    except Exception as exc:  # psycopg.ProgrammingError; libpq's message names the fault, one line
+        message = " ".join(str(exc).split())
+        raise ConfigurationError(f"the database URL from {choice.source} cannot be read: {message}") from None
+    return choice
+
+
+def _choose_database(database_url: str | None, env: str | None, *, start_embedded: bool) -> DatabaseChoice:
     from_env = os.environ.get("DATABASE_URL") or None
     if database_url:
         return _noting(DatabaseChoice(database_url, "--database-url"), from_env)

@@ -135,3 +135,28 @@ def test_prod_asks_before_doing_anything(tmp_path: Path, empty_database_url: str
     assert done.returncode == 0, done.stderr
     current = _billingdb("db", "current", "--env", "prod", cwd=tmp_path, env=env)
     assert "at head" in current.stdout
+
+
+@pytest.mark.parametrize(("flag", "variable", "source"), [
+    ("not-a-url", None, "--database-url"),
+    (None, "not-a-url", "DATABASE_URL"),
+    (None, "postgresql://host/db?nosuchoption=1", "DATABASE_URL"),
+])
+def test_a_url_psycopg_cannot_read_is_refused_naming_where_it_came_from(
+    monkeypatch: pytest.MonkeyPatch, flag: str | None, variable: str | None, source: str
+) -> None:
+    if variable is None:
+        monkeypatch.delenv("DATABASE_URL", raising=False)
+    else:
+        monkeypatch.setenv("DATABASE_URL", variable)
+    with pytest.raises(ConfigurationError) as info:
+        choose_database(flag, None)
+    assert str(info.value).startswith(f"the database URL from {source} cannot be read:"), str(info.value)
+
+
+def test_a_url_psycopg_cannot_read_is_one_line_exit_2(tmp_path: Path) -> None:
+    result = _billingdb("db", "current", "--database-url", "not-a-url", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith('error: the database URL from --database-url cannot be read: missing "="'), \
+        result.stderr

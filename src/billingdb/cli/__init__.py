@@ -32,7 +32,7 @@ from billingdb.cli.db import db_app
 from billingdb.cli.demo import demo_command
 from billingdb.cli.events import events_app
 from billingdb.cli.operations import health_command, maintenance_app, reconcile_command
-from billingdb.cli.serve import serve_command
+from billingdb.cli.serve import ServeCommand, serve_command
 from billingdb.cli.stripe import stripe_app
 from billingdb.errors import (
     BillingError,
@@ -53,7 +53,7 @@ app = typer.Typer(
 )
 app.add_typer(db_app, name="db")
 app.add_typer(events_app, name="events")
-app.command("serve")(serve_command)
+app.command("serve", cls=ServeCommand)(serve_command)
 app.command("state")(state_command)
 app.add_typer(credits_app, name="credits")
 app.add_typer(plans_app, name="plans")

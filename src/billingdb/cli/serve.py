@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
-from typing import TYPE_CHECKING, Annotated
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
 from billingdb import stripe_api, webhooks
 from billingdb.cli.events import parse_duration
@@ -19,8 +21,44 @@ if TYPE_CHECKING:
 
 #: The shortest background sync period: Stripe's rate limits are per account, shared with the app.
 MIN_SYNC_PERIOD = timedelta(minutes=1)
+#: Seconds a stop waits for requests in progress (uvicorn's timeout_graceful_shutdown): less than the
+#: 30 s a container platform usually allows between SIGTERM and SIGKILL.
+DEFAULT_GRACEFUL_TIMEOUT = 25
 
-__all__ = ["serve_command"]
+__all__ = ["serve_command", "ServeCommand"]
+
+
+#: click's UsageError, from whichever click typer uses (newer typers carry their own copy).
+UsageError: type[Exception] = typer.BadParameter.__base__  # type: ignore[assignment]
+
+
+class OneLineUsageError(UsageError):  # type: ignore[misc,valid-type]
+    """A bad option of ``billingdb serve`` as one line, ``error: ...`` (click's own is four)."""
+
+    def show(self, file: Any = None) -> None:
+        typer.echo(f"error: {self.format_message().rstrip('.')}; see billingdb serve --help", err=True)
+
+
+class ServeCommand(TyperCommand):
+    """``billingdb serve``, whose usage errors (an option's value out of range, an unknown log level,
+    an unknown option) are one line and exit 2, as its other start-up errors are."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except UsageError as exc:
+            raise OneLineUsageError(exc.format_message()) from None
+
+
+class LogLevel(str, Enum):
+    """uvicorn's log levels (its own names, lower case)."""
+
+    critical = "critical"
+    error = "error"
+    warning = "warning"
+    info = "info"
+    debug = "debug"
+    trace = "trace"
 
 
 def serve_command(
@@ -31,7 +69,7 @@ def serve_command(
         typer.Option("--webhook-secret", help="Stripe endpoint secret (whsec_...); repeat during a rotation. "
                      "Default: $STRIPE_WEBHOOK_SECRET (comma-separated).", show_default=False),
     ] = None,
-    max_body: Annotated[int, typer.Option(help="Largest accepted webhook body in bytes (413 above).")] =
+    max_body: Annotated[int, typer.Option(min=1, help="Largest accepted webhook body in bytes (413 above).")] =
         webhooks.DEFAULT_MAX_BODY,
     workers: Annotated[int | None, typer.Option(
         min=1, max=64, metavar="N", show_default=False,
@@ -42,7 +80,13 @@ def serve_command(
         min=1, metavar="N", show_default=False,
         help="Webhook deliveries handled at once; past it a delivery is answered 503 with Retry-After at once "
              "(Stripe delivers it again later). Default: twice --pool-size.")] = None,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    graceful_timeout: Annotated[int | None, typer.Option(
+        min=1, metavar="SECONDS", show_default=False,
+        help="On SIGTERM or SIGINT, stop accepting connections and wait at most SECONDS for the requests in "
+             "progress (a slow client's too), then cancel them and exit 0. Default: $BILLINGDB_GRACEFUL_TIMEOUT, "
+             f"else {DEFAULT_GRACEFUL_TIMEOUT}.")] = None,
+    log_level: Annotated[LogLevel, typer.Option(
+        case_sensitive=False, help="uvicorn log level (any case).")] = LogLevel.info,
     jwt_jwks_url: Annotated[str | None, typer.Option(
         help="Application API: JWKS URL of the JWT issuer (Clerk: https://<frontend-api>/.well-known/jwks.json). "
              "Default: $BILLINGDB_JWT_JWKS_URL.", show_default=False)] = None,
@@ -66,7 +110,10 @@ def serve_command(
 ) -> None:
     """Run the HTTP service: POST /stripe/webhook and GET /healthz; with a JWT key configured, also the
     application API (POST /stripe/checkout/session, GET /stripe/subscription/state,
-    POST /stories/generate-with-credits, GET /openapi.json)."""
+    POST /stories/generate-with-credits, GET /openapi.json).
+
+    Exits 0 after a graceful stop (SIGTERM or SIGINT; see --graceful-timeout); bad input is one line,
+    exit 2."""
     from billingdb import service
     from billingdb.service import api, auth, generation
 
@@ -94,7 +141,9 @@ def serve_command(
         stripe=stripe_api.StripeConfig.from_env(),
         generation=generation.GenerationConfig.from_env(generator=generator),
     )
+    level = log_level.value
     workers = workers or _workers_from_env()
+    graceful = graceful_timeout or _graceful_timeout_from_env()
     typer.echo(f"billingdb serve: http://{host}:{port}  database: {choice.source}  "
                f"webhook secrets: {len(secrets)}  workers: {workers}", err=True)
     if api_settings is None:
@@ -107,12 +156,13 @@ def serve_command(
         typer.echo(f"stripe sync-events: every {sync_events_every or os.environ.get('BILLINGDB_SYNC_EVENTS_EVERY')}"
                    " in the background", err=True)
     if workers == 1:
-        service.serve(settings, host=host, port=port, log_level=log_level,
+        service.serve(settings, host=host, port=port, log_level=level, timeout_graceful_shutdown=graceful,
                       routes=api.routes(api_settings) if api_settings else ())
     else:
         from billingdb.service.workers import serve_workers
 
-        serve_workers(settings, api_settings, workers=workers, host=host, port=port, log_level=log_level)
+        serve_workers(settings, api_settings, workers=workers, host=host, port=port, log_level=level,
+                      timeout_graceful_shutdown=graceful)
 
 
 def _workers_from_env() -> int:
@@ -123,6 +173,16 @@ def _workers_from_env() -> int:
             raise ConfigurationError(f"BILLINGDB_WORKERS={value!r}: give a number of worker processes from 1 to 64")
         return int(value)
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def _graceful_timeout_from_env() -> int:
+    """``BILLINGDB_GRACEFUL_TIMEOUT``, else :data:`DEFAULT_GRACEFUL_TIMEOUT`."""
+    value = os.environ.get("BILLINGDB_GRACEFUL_TIMEOUT", "").strip()
+    if not value:
+        return DEFAULT_GRACEFUL_TIMEOUT
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigurationError(f"BILLINGDB_GRACEFUL_TIMEOUT={value!r}: give a number of seconds, at least 1")
+    return int(value)
 
 
 def _event_sync_settings(every: str | None, source: str = "--sync-events-every") -> EventSyncSettings | None:

@@ -235,7 +235,32 @@ def serve(
     routes: Sequence[BaseRoute] = (),
     **uvicorn_options: Any,
 ) -> None:
-    """Run the service (and any extra ``routes``, e.g. billingdb.api's) with uvicorn until interrupted."""
-    import uvicorn
+    """Run the service (and any extra ``routes``, e.g. billingdb.api's) with uvicorn until interrupted.
 
-    uvicorn.run(create_app(settings, routes), host=host, port=port, **uvicorn_options)
+    A graceful stop (SIGTERM, SIGINT) returns, so the command exits 0 as ``--workers N``'s supervisor
+    does; ``uvicorn.run`` would raise the signal again once stopped (SIGTERM: killed, exit 143).
+    Otherwise as ``uvicorn.run`` with one process: exit 3 when the server never started.
+    """
+    import sys
+    from collections.abc import Iterator
+    from contextlib import contextmanager
+
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+
+    class Server(uvicorn.Server):
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    getattr(self, "_captured_signals", []).clear()  # handled: a graceful stop, not raised again
+
+    server = Server(uvicorn.Config(create_app(settings, routes), host=host, port=port, **uvicorn_options))
+    try:
+        server.run()
+    except KeyboardInterrupt:  # as uvicorn.run
+        pass
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
