@@ -36,6 +36,7 @@ from psycopg.rows import dict_row
 from bench import http_intake, sqlfiles, stripe_events
 from bench.errors import BenchError
 from bench.pgbench import Measurement
+from bench.server import log
 
 __all__ = ["Benchmark", "Context", "BENCHMARKS", "by_name"]
 
@@ -75,6 +76,18 @@ class Context:
 
     def connect(self, database: str) -> psycopg.Connection[dict[str, Any]]:
         return psycopg.connect(self.urls[database], autocommit=True, row_factory=dict_row)
+
+    def migrate_to_head(self, what: str) -> None:
+        """``alembic upgrade head`` on the billingdb database; its failure is a BenchError naming ``what``."""
+        from alembic import command
+
+        from billingdb.migrate import alembic_config
+
+        log("alembic upgrade head")
+        try:
+            command.upgrade(alembic_config(url=self.urls["billingdb"]), "head")
+        except Exception as exc:
+            raise BenchError(f"migrating {what} to head failed: {exc}") from exc
 
     def once(self, key: str, action: Callable[[Context], None]) -> None:
         """Run ``action`` the first time ``key`` is asked for in this run."""

@@ -110,15 +110,7 @@ def _prepare_pgbench(ctx: Context) -> None:
 
 
 def _prepare_billingdb(ctx: Context) -> None:
-    from alembic import command
-
-    from billingdb.migrate import alembic_config
-
-    log("alembic upgrade head")
-    try:
-        command.upgrade(alembic_config(url=ctx.urls["billingdb"]), "head")
-    except Exception as exc:
-        raise BenchError(f"migrating the bench database to head failed: {exc}") from exc
+    ctx.migrate_to_head("the bench database")
 
 
 PREPARE = {"pgbench": _prepare_pgbench, "billingdb": _prepare_billingdb}

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError
+from bench.errors import BenchError, run_command
 
 __all__ = ["Measurement", "find_pgbench", "initialize", "run", "parse"]
 
@@ -70,20 +70,9 @@ def find_pgbench(external_server: bool) -> tuple[str, str]:
     raise BenchError(f"no working pgbench (tried: {tried}); set BILLINGDB_BENCH_PGBENCH")
 
 
-def _execute(command: list[str], what: str, timeout: float) -> str:
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"{what}: pgbench did not finish within {timeout:.0f} s") from None
-    if done.returncode != 0:
-        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-8:])
-        raise BenchError(f"{what}: pgbench exited with status {done.returncode}:\n{tail}")
-    return done.stdout
-
-
 def initialize(binary: str, url: str, scale: int) -> None:
     """``pgbench -i -s SCALE`` (tables, data, vacuum, primary keys)."""
-    _execute([binary, "-i", "-q", "-s", str(scale), url], f"pgbench -i -s {scale}", timeout=1800)
+    run_command([binary, "-i", "-q", "-s", str(scale), url], f"pgbench -i -s {scale}", timeout=1800)
 
 
 _TPS = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.MULTILINE)
@@ -133,7 +122,7 @@ def run(
     for name, value in (variables or {}).items():
         command += ["-D", f"{name}={value}"]
     command.append(url)
-    result = parse(_execute(command, what, timeout=duration + 300))
+    result = parse(run_command(command, what, timeout=duration + 300))
     if result.failed:
         raise BenchError(f"{what}: {result.failed} of {result.transactions} transactions failed")
     if result.transactions == 0:

@@ -73,7 +73,7 @@ from typing import IO, Any
 
 from bench import benchmarks, http_api, pgbench, sqlfiles, stripe_events
 from bench.benchmarks import Context, Options
-from bench.errors import BenchError
+from bench.errors import BenchError, run_command
 from bench.http_intake import prime
 from bench.report import RESULTS_DIR
 from bench.server import log
@@ -116,17 +116,7 @@ PY_SPY_RATES = {"--idle": 50, "--gil": 200}
 
 
 def _command(args: list[str], what: str, timeout: float = 120, env: dict[str, str] | None = None) -> str:
-    """Run a command; its failure is a BenchError naming it, with the end of its output."""
-    try:
-        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
-    except FileNotFoundError:
-        raise BenchError(f"{what}: {args[0]} not found (make profile installs it)") from None
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"{what}: did not finish within {timeout:.0f} s") from None
-    if done.returncode != 0:
-        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-8:])
-        raise BenchError(f"{what}: exit status {done.returncode}:\n{tail}")
-    return done.stdout
+    return run_command(args, what, timeout, env, missing=" (make profile installs it)")
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -374,15 +364,7 @@ def cluster(name: str, port: int) -> Iterator[Cluster]:
 
 def prepare(ctx: Context) -> None:
     """Head, the profilers' extensions, make bench's seed and event templates, one event of each kind checked."""
-    from alembic import command
-
-    from billingdb.migrate import alembic_config
-
-    log("alembic upgrade head")
-    try:
-        command.upgrade(alembic_config(url=ctx.urls["billingdb"]), "head")
-    except Exception as exc:
-        raise BenchError(f"migrating the profile database to head failed: {exc}") from exc
+    ctx.migrate_to_head("the profile database")
     with ctx.connect("billingdb") as conn:
         sqlfiles.run(conn, "profile_create_pg_stat_statements")
         sqlfiles.run(conn, "profile_create_plprofiler")
