@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from billingdb.errors import DatabaseUnavailable, translate
+from billingdb.errors import DatabaseUnavailable, first_line, translate
 from billingdb.paths import SQL_DIR
 
 __all__ = ["connect", "query", "run", "queries", "execute_file", "run_statement"]
@@ -38,13 +38,13 @@ def queries() -> dict[str, str]:
 
 
 @contextmanager
-def connect(url: str, *, autocommit: bool = True) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+def connect(url: str, *, autocommit: bool = True,
+            connect_timeout: int = 10) -> Iterator[psycopg.Connection[dict[str, Any]]]:
     """A psycopg connection with dict rows; connection failures become DatabaseUnavailable."""
     try:
-        conn = psycopg.connect(url, autocommit=autocommit, row_factory=dict_row, connect_timeout=10)
+        conn = psycopg.connect(url, autocommit=autocommit, row_factory=dict_row, connect_timeout=connect_timeout)
     except psycopg.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DatabaseUnavailable(f"cannot connect to the database: {first}") from None
+        raise DatabaseUnavailable(f"cannot connect to the database: {first_line(exc)}") from None
     except psycopg.ProgrammingError as exc:
         raise DatabaseUnavailable(f"invalid database URL: {exc}") from None
     with conn:

@@ -34,6 +34,7 @@ __all__ = [
     "DowngradeRefused",
     "RetryableConflict",
     "translate",
+    "first_line",
 ]
 
 
@@ -188,6 +189,12 @@ SQLSTATES: dict[str, tuple[type[BillingError], str]] = {
     "BD072": (DowngradeRefused, "downgrade refused: it would drop tables that hold rows (back them up, or allow the "
               "data loss explicitly)"),
 }
+
+
+def first_line(exc: BaseException) -> str:
+    """An error's message in one line: its first, or the exception's class name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def translate(exc: Any) -> BaseException:

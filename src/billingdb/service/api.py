@@ -31,7 +31,7 @@ from starlette.routing import BaseRoute, Route
 
 from billingdb import stripe_api
 from billingdb.client import BillingClient
-from billingdb.errors import DatabaseUnavailable, InvalidArgument
+from billingdb.errors import DatabaseUnavailable, InvalidArgument, first_line
 from billingdb.jsonbody import BodyRefused, parse_json
 from billingdb.service import auth, checkout, generation
 
@@ -61,11 +61,6 @@ def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
         description = message.replace('"', "'")
         headers = {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{description}"'}
     return JSONResponse({"error": code, "message": message, **extra}, status_code=status, headers=headers)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 async def _json_body(request: Request) -> Any:
@@ -128,9 +123,9 @@ def _authenticated(authenticator: auth.Authenticator, handler: Handler | None = 
             return _error(503, "auth_unavailable", str(exc))
         except (DatabaseUnavailable, psycopg.OperationalError) as exc:
             log.error("%s %s: database unavailable: %s", request.method, request.url.path, exc)
-            return _error(503, "database_unavailable", _first_line(exc))
+            return _error(503, "database_unavailable", first_line(exc))
         except InvalidArgument as exc:
-            return _error(400, "invalid_request", _first_line(exc), sqlstate=exc.sqlstate)
+            return _error(400, "invalid_request", first_line(exc), sqlstate=exc.sqlstate)
 
     named = read if read is not None else handler
     endpoint.__name__ = named.__name__

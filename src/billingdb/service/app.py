@@ -26,7 +26,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.applications import Starlette
@@ -36,7 +35,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from billingdb import db, webhooks
-from billingdb.errors import DatabaseUnavailable
+from billingdb.errors import DatabaseUnavailable, first_line
 from billingdb.service.background import EventSyncJob, EventSyncSettings
 
 __all__ = ["ServiceSettings", "create_app", "serve", "WEBHOOK_PATH"]
@@ -127,11 +126,6 @@ class SchemaMissing(Exception):
     """The database answers, but billingdb's schema is not there (every webhook would fail)."""
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _check_database(pool: ConnectionPool, database_url: str, timeout: float) -> str:
     """The server's version; SchemaMissing without billingdb's schema. When the pool has no connection
     within ``timeout``, one direct connection attempt says why (refused, no such database, bad password)
@@ -140,11 +134,8 @@ def _check_database(pool: ConnectionPool, database_url: str, timeout: float) -> 
         with pool.connection(timeout=timeout) as conn:
             found = db.run(conn, "service_health")[0]
     except PoolTimeout:
-        try:
-            with psycopg.connect(database_url, connect_timeout=max(1, round(timeout))) as direct:
-                db.query(direct, "server_version")
-        except psycopg.Error as exc:
-            raise DatabaseUnavailable(_first_line(exc)) from None
+        with db.connect(database_url, connect_timeout=max(1, round(timeout))):  # DatabaseUnavailable: the cause
+            pass
         raise DatabaseUnavailable(f"no pooled connection was free within {timeout:g} s (the pool is busy)") from None
     if not found["schema"]:
         raise SchemaMissing("billingdb's schema is not installed in this database: run `billingdb db upgrade`")
@@ -159,7 +150,7 @@ async def healthz(request: Request) -> JSONResponse:
             _check_database, request.app.state.pool, settings.database_url, settings.health_timeout
         )
     except Exception as exc:  # any failure means unhealthy; say which
-        return JSONResponse({"status": "unavailable", "database": _first_line(exc)}, status_code=503)
+        return JSONResponse({"status": "unavailable", "database": first_line(exc)}, status_code=503)
     return JSONResponse({"status": "ok", "database": version.split(" on ")[0]})
 
 
