@@ -167,21 +167,24 @@ def serve_command(
 
 def _workers_from_env() -> int:
     """``BILLINGDB_WORKERS``, else the CPUs this process may use."""
-    value = os.environ.get("BILLINGDB_WORKERS", "").strip()
-    if value:
-        if not value.isdigit() or not 1 <= int(value) <= 64:
-            raise ConfigurationError(f"BILLINGDB_WORKERS={value!r}: give a number of worker processes from 1 to 64")
-        return int(value)
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return _count_from_env("BILLINGDB_WORKERS", "a number of worker processes from 1 to 64", 64, max(1, cpus))
 
 
 def _graceful_timeout_from_env() -> int:
     """``BILLINGDB_GRACEFUL_TIMEOUT``, else :data:`DEFAULT_GRACEFUL_TIMEOUT`."""
-    value = os.environ.get("BILLINGDB_GRACEFUL_TIMEOUT", "").strip()
+    return _count_from_env("BILLINGDB_GRACEFUL_TIMEOUT", "a number of seconds, at least 1", None,
+                           DEFAULT_GRACEFUL_TIMEOUT)
+
+
+def _count_from_env(name: str, expected: str, most: int | None, default: int) -> int:
+    """A whole number from 1 (to ``most``) in environment variable ``name``, else ``default``; any other
+    value is refused, saying what was ``expected``."""
+    value = os.environ.get(name, "").strip()
     if not value:
-        return DEFAULT_GRACEFUL_TIMEOUT
-    if not value.isdigit() or int(value) < 1:
-        raise ConfigurationError(f"BILLINGDB_GRACEFUL_TIMEOUT={value!r}: give a number of seconds, at least 1")
+        return default
+    if not value.isdigit() or int(value) < 1 or (most is not None and int(value) > most):
+        raise ConfigurationError(f"{name}={value!r}: give {expected}")
     return int(value)
 
 
